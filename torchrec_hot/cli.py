@@ -1,0 +1,191 @@
+"""`torchrec-hot profile | plan | report`: the command line.
+
+    torchrec-hot profile --synthetic criteo-kaggle --scale 0.1 --batches 100 \
+        --batch-size 8192 --out profile.npz
+    torchrec-hot plan --profile profile.npz --world-size 8 --hbm-gb 0.25 --out plan.json
+    torchrec-hot report plan.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+
+# torch.fx warns at import time that TorchRec calls a deprecated helper; not the user's concern.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables, zipf_batches  # noqa: E402
+from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
+from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError  # noqa: E402
+from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
+from torchrec_hot.profile import PopularityProfile, ProfileFormatError, TableSpec  # noqa: E402
+from torchrec_hot.report import build_report, format_report  # noqa: E402
+
+_OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer] | None:
+    from torchrec.optim import RowWiseAdagrad
+
+    return {
+        "rowwise_adagrad": RowWiseAdagrad,
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+        "none": None,
+    }[name]
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    tables = criteo_tables(args.synthetic, args.scale, args.embedding_dim)
+    profile = PopularityProfile(tables)
+    batches = zipf_batches(tables, args.batches, args.batch_size, args.alpha, seed=args.seed)
+    start = time.perf_counter()
+    ids_per_batch = args.batch_size * len(tables)
+    with tqdm(
+        total=args.batches * ids_per_batch,
+        unit="id",
+        unit_scale=True,
+        desc="profiling",
+        file=sys.stderr,
+    ) as bar:
+        for kjt in batches:
+            profile.update(kjt)
+            bar.update(ids_per_batch)
+    profile.save(args.out)
+    seconds = time.perf_counter() - start
+    rows = sum(t.num_embeddings for t in tables)
+    print(
+        f"profiled {profile.num_batches} batches, {profile.num_samples:,} samples, "
+        f"{len(tables)} tables ({rows:,} rows) in {seconds:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    profile = PopularityProfile.load(args.profile)
+    dims = args.embedding_dim
+    tables = [
+        TableSpec(t.name, t.num_embeddings, dims or t.embedding_dim, t.feature_names)
+        for t in profile.tables
+    ]
+    from torchrec import EmbeddingBagConfig
+
+    configs = [
+        EmbeddingBagConfig(
+            name=t.name,
+            num_embeddings=t.num_embeddings,
+            embedding_dim=t.embedding_dim,
+            feature_names=list(t.feature_names),
+        )
+        for t in tables
+    ]
+    hbm_cap = int(args.hbm_cap_gb * GIB) if args.hbm_cap_gb is not None else None
+    topology = make_topology(
+        args.world_size,
+        args.compute_device,
+        hbm_cap=hbm_cap,
+        ddr_cap=int(args.ddr_gb * GIB) if args.ddr_gb else None,
+        local_world_size=args.local_world_size,
+    )
+    planner = HotPlanner(
+        topology,
+        hbm_budget_bytes=int(args.hbm_gb * GIB) if args.hbm_gb is not None else None,
+        batch_size=args.batch_size,
+        optimizer_class=_optimizer_class(args.optimizer),
+        compare_with_stock=not args.no_stock,
+    )
+    start = time.perf_counter()
+    plan = planner.plan(configs, profile, module_path=args.module_path)
+    seconds = time.perf_counter() - start
+    plan.to_json(args.out)
+    print(format_report(build_report(plan)))
+    print(f"\nplanned in {seconds:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    print(format_report(build_report(HotPlan.from_json(args.plan))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchrec-hot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("profile", help="count row lookups per table into a profile .npz")
+    p.add_argument(
+        "--synthetic",
+        choices=sorted(WORKLOADS),
+        required=True,
+        help="Zipf ids over the published Criteo cardinalities",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every table's rows")
+    p.add_argument("--alpha", type=float, default=1.1, help="Zipf exponent")
+    p.add_argument("--batches", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("plan", help="plan hot rows under an HBM budget; prints the report")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--world-size", type=int, required=True)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--hbm-gb",
+        type=float,
+        help="GiB of HBM per rank for embedding rows (weights + optimizer "
+        "state); TorchRec's own reservations are added on top",
+    )
+    budget.add_argument(
+        "--hbm-cap-gb",
+        type=float,
+        help="GiB of HBM per GPU; the row budget is what TorchRec leaves",
+    )
+    p.add_argument("--ddr-gb", type=float, default=None, help="GiB of host memory per rank")
+    p.add_argument(
+        "--embedding-dim", type=int, default=None, help="override the dims recorded in the profile"
+    )
+    p.add_argument("--compute-device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--local-world-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8192, help="per-rank batch size")
+    p.add_argument("--optimizer", choices=_OPTIMIZERS, default="rowwise_adagrad")
+    p.add_argument(
+        "--module-path",
+        default="",
+        help="path of the EmbeddingBagCollection in the model, e.g. "
+        "sparse_arch.embedding_bag_collection",
+    )
+    p.add_argument("--no-stock", action="store_true", help="skip the stock TorchRec plan")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("report", help="print the sharding report of a saved plan")
+    p.add_argument("plan")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # TorchRec's planner logs advice meant for its own developers; keep the report readable.
+    logging.getLogger("torchrec").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return int(args.func(args))
+    except (ProfileFormatError, PlanFormatError, PlanDoesNotFitError, ValueError) as e:
+        print(f"torchrec-hot {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""`HotPlan`: which rows of which tables are hot, where every shard lives, and why.
+
+A plan is a frozen value. `to_json(path)` writes `path` (JSON: tables, sizes, bytes per rank,
+the TorchRec `ShardingPlan`, the stock comparison) and a sidecar `<stem>.hot_ids.npz` with every
+table's sorted hot ids; `from_json(path)` reads both back and checks they belong together.
+Units: bytes are per rank and include optimizer state; lookups are counts from the profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torchrec import EmbeddingBagConfig
+from torchrec.distributed.types import ShardingPlan
+
+from torchrec_hot.planner.plan_io import sharding_plan_from_dict, sharding_plan_to_dict
+from torchrec_hot.sharding.split import Placement, placement_of
+
+FORMAT_VERSION = 1
+_MAGIC = "torchrec-hot-plan"
+
+
+class PlanFormatError(ValueError):
+    """A plan file (or its hot-ids sidecar) is missing, truncated, corrupt or mismatched."""
+
+
+@dataclass(frozen=True, eq=False)
+class TablePlan:
+    """One logical table's share of the plan.
+
+    Attributes:
+        hot_ids: sorted unique int64 row ids of the hot rows, shape (hot_rows,).
+        lookups: lookups of the table in the profile.
+        hot_lookups: of those, lookups of the hot rows.
+        row_bytes: bytes one row costs (weights + optimizer state).
+    """
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    feature_names: tuple[str, ...]
+    hot_ids: np.ndarray
+    lookups: int
+    hot_lookups: int
+    row_bytes: int
+
+    @property
+    def hot_rows(self) -> int:
+        return int(self.hot_ids.shape[0])
+
+    @property
+    def placement(self) -> Placement:
+        return placement_of(self.hot_rows, self.num_embeddings)
+
+    @property
+    def hot_lookup_share(self) -> float:
+        """Expected share (0..1) of the table's lookups served by its hot rows."""
+        return self.hot_lookups / self.lookups if self.lookups else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class StockComparison:
+    """What stock TorchRec's planner does with the same tables, topology and budget.
+
+    Attributes:
+        sharding_plan: the stock plan, or None when TorchRec found none.
+        error: TorchRec's reason when it found no plan.
+        hbm_lookups: per table, expected lookups served from HBM under the stock plan.
+        hbm_bytes_per_rank / uvm_bytes_per_rank: weights + optimizer state per rank.
+        hbm_cap_bytes: HBM per rank of the topology stock TorchRec planned against.
+    """
+
+    sharding_plan: ShardingPlan | None
+    error: str | None
+    hbm_lookups: dict[str, float]
+    hbm_bytes_per_rank: tuple[int, ...]
+    uvm_bytes_per_rank: tuple[int, ...]
+    hbm_cap_bytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class HotPlan:
+    """The result of `HotPlanner.plan`.
+
+    Attributes:
+        module_path: path of the planned EmbeddingBagCollection in the model ("" for the root).
+        tables: per logical table, in the model's table order.
+        hbm_budget_bytes: HBM per rank for embedding rows (weights + optimizer state).
+        hbm_cap_bytes: HBM per rank given to TorchRec's topology (budget + its reservations).
+        hbm_bytes_per_rank / uvm_bytes_per_rank: weights + optimizer state of this plan.
+        sharding_plan: TorchRec plan of the split tables, keyed by `split_module_path`.
+        stock: the stock TorchRec comparison, when computed.
+    """
+
+    module_path: str
+    tables: tuple[TablePlan, ...]
+    world_size: int
+    compute_device: str
+    batch_size: int
+    optimizer: str | None
+    hbm_budget_bytes: int
+    hbm_cap_bytes: int
+    hbm_bytes_per_rank: tuple[int, ...]
+    uvm_bytes_per_rank: tuple[int, ...]
+    sharding_plan: ShardingPlan
+    stock: StockComparison | None = None
+
+    def table(self, name: str) -> TablePlan:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(f"no table {name!r} in the plan")
+
+    @property
+    def hot_ids(self) -> dict[str, np.ndarray]:
+        """Table name -> sorted hot ids."""
+        return {t.name: t.hot_ids for t in self.tables}
+
+    @property
+    def hot_lookup_share(self) -> float:
+        """Share of all lookups served from HBM under this plan."""
+        total = sum(t.lookups for t in self.tables)
+        return sum(t.hot_lookups for t in self.tables) / total if total else 0.0
+
+    def logical_configs(self) -> list[EmbeddingBagConfig]:
+        """The logical tables (pooling is the model's concern and not recorded: SUM here)."""
+        return [
+            EmbeddingBagConfig(
+                name=t.name,
+                num_embeddings=t.num_embeddings,
+                embedding_dim=t.embedding_dim,
+                feature_names=list(t.feature_names),
+            )
+            for t in self.tables
+        ]
+
+    # ---- files --------------------------------------------------------------------------
+    def to_json(self, path: str | Path) -> None:
+        """Writes the plan to `path` and its hot ids to `<stem>.hot_ids.npz` beside it."""
+        path = Path(path)
+        sidecar = path.with_suffix(".hot_ids.npz")
+        arrays = {f"hot_ids_{i}": t.hot_ids.astype(np.int64) for i, t in enumerate(self.tables)}
+        with open(sidecar, "wb") as f:
+            np.savez(f, **arrays)
+        doc: dict[str, Any] = {
+            "magic": _MAGIC,
+            "format_version": FORMAT_VERSION,
+            "hot_ids_file": sidecar.name,
+            "hot_ids_sha256": hashlib.sha256(sidecar.read_bytes()).hexdigest(),
+            "module_path": self.module_path,
+            "world_size": self.world_size,
+            "compute_device": self.compute_device,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "hbm_budget_bytes": self.hbm_budget_bytes,
+            "hbm_cap_bytes": self.hbm_cap_bytes,
+            "hbm_bytes_per_rank": list(self.hbm_bytes_per_rank),
+            "uvm_bytes_per_rank": list(self.uvm_bytes_per_rank),
+            "tables": [
+                {
+                    "name": t.name,
+                    "num_embeddings": t.num_embeddings,
+                    "embedding_dim": t.embedding_dim,
+                    "feature_names": list(t.feature_names),
+                    "hot_rows": t.hot_rows,
+                    "lookups": t.lookups,
+                    "hot_lookups": t.hot_lookups,
+                    "row_bytes": t.row_bytes,
+                }
+                for t in self.tables
+            ],
+            "sharding_plan": sharding_plan_to_dict(self.sharding_plan),
+            "stock": _stock_to_dict(self.stock),
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(path)
+
+    @staticmethod
+    def from_json(path: str | Path) -> HotPlan:
+        """Reads a plan written by `to_json`; raises `PlanFormatError` on a bad file."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise PlanFormatError(f"plan file {path} does not exist") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PlanFormatError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from e
+        if not isinstance(doc, dict) or doc.get("magic") != _MAGIC:
+            raise PlanFormatError(f"{path} is not a torchrec-hot plan")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise PlanFormatError(
+                f"{path} has plan format version {doc.get('format_version')}, "
+                f"this torchrec-hot reads version {FORMAT_VERSION}"
+            )
+        try:
+            return _plan_from_doc(doc, path)
+        except PlanFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            raise PlanFormatError(f"{path} is not a readable torchrec-hot plan: {e!r}") from e
+
+
+def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
+    sidecar = path.parent / doc["hot_ids_file"]
+    if not sidecar.exists():
+        raise PlanFormatError(f"hot-ids file {sidecar} of plan {path} does not exist")
+    if hashlib.sha256(sidecar.read_bytes()).hexdigest() != doc["hot_ids_sha256"]:
+        raise PlanFormatError(f"hot-ids file {sidecar} does not match plan {path} (checksum)")
+    tables = []
+    with np.load(sidecar, allow_pickle=False) as ids:
+        for i, t in enumerate(doc["tables"]):
+            hot_ids = np.asarray(ids[f"hot_ids_{i}"], dtype=np.int64)
+            if hot_ids.shape != (t["hot_rows"],):
+                raise PlanFormatError(f"table {t['name']!r}: hot ids do not match the plan")
+            tables.append(
+                TablePlan(
+                    name=t["name"],
+                    num_embeddings=int(t["num_embeddings"]),
+                    embedding_dim=int(t["embedding_dim"]),
+                    feature_names=tuple(t["feature_names"]),
+                    hot_ids=hot_ids,
+                    lookups=int(t["lookups"]),
+                    hot_lookups=int(t["hot_lookups"]),
+                    row_bytes=int(t["row_bytes"]),
+                )
+            )
+    return HotPlan(
+        module_path=doc["module_path"],
+        tables=tuple(tables),
+        world_size=int(doc["world_size"]),
+        compute_device=doc["compute_device"],
+        batch_size=int(doc["batch_size"]),
+        optimizer=doc["optimizer"],
+        hbm_budget_bytes=int(doc["hbm_budget_bytes"]),
+        hbm_cap_bytes=int(doc["hbm_cap_bytes"]),
+        hbm_bytes_per_rank=tuple(doc["hbm_bytes_per_rank"]),
+        uvm_bytes_per_rank=tuple(doc["uvm_bytes_per_rank"]),
+        sharding_plan=sharding_plan_from_dict(doc["sharding_plan"]),
+        stock=_stock_from_dict(doc["stock"]),
+    )
+
+
+def _stock_to_dict(stock: StockComparison | None) -> dict[str, Any] | None:
+    if stock is None:
+        return None
+    return {
+        "sharding_plan": (
+            sharding_plan_to_dict(stock.sharding_plan) if stock.sharding_plan else None
+        ),
+        "error": stock.error,
+        "hbm_lookups": stock.hbm_lookups,
+        "hbm_bytes_per_rank": list(stock.hbm_bytes_per_rank),
+        "uvm_bytes_per_rank": list(stock.uvm_bytes_per_rank),
+        "hbm_cap_bytes": stock.hbm_cap_bytes,
+    }
+
+
+def _stock_from_dict(d: dict[str, Any] | None) -> StockComparison | None:
+    if d is None:
+        return None
+    return StockComparison(
+        sharding_plan=sharding_plan_from_dict(d["sharding_plan"]) if d["sharding_plan"] else None,
+        error=d["error"],
+        hbm_lookups={k: float(v) for k, v in d["hbm_lookups"].items()},
+        hbm_bytes_per_rank=tuple(d["hbm_bytes_per_rank"]),
+        uvm_bytes_per_rank=tuple(d["uvm_bytes_per_rank"]),
+        hbm_cap_bytes=int(d["hbm_cap_bytes"]),
+    )

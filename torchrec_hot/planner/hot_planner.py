@@ -1,0 +1,382 @@
+"""`HotPlanner`: hot rows per table under a per-rank HBM budget, placed by TorchRec's planner.
+
+Steps of `HotPlanner.plan`:
+1. every table's rows, ranked by profiled lookups, compete for `world_size * budget` bytes of
+   HBM (`allocation.allocate_hot_rows`: most lookups per byte first);
+2. each table becomes `T__hot` + `T__cold` (or stays whole: all rows fit, or none worth it);
+3. `ParameterConstraints` per split table: hot -> kernel `fused` (HBM), cold -> `fused_uvm`
+   on CUDA topologies (`fused` for both on CPU), pooling factors scaled by each half's share of
+   lookups; TorchRec's stock `EmbeddingShardingPlanner` then places the shards against a
+   topology whose HBM is the budget plus TorchRec's own charges (I/O buffers, percentage
+   reservation);
+4. the placed plan is checked rank by rank: weights + optimizer state of hot shards must be
+   within the budget on every rank, else the total is shrunk by the overflow and re-planned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.distributed.planner import ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.types import ParameterSharding, ShardingPlan
+
+from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
+from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
+from torchrec_hot.planner.plan_io import rank_bytes
+from torchrec_hot.planner.stock import compare_with_stock
+from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner, table_io_bytes
+from torchrec_hot.profile import PopularityProfile
+from torchrec_hot.sharding.split import (
+    COLD_SUFFIX,
+    HOT_SUFFIX,
+    Placement,
+    split_module_path,
+    split_table_configs,
+)
+
+_MAX_ROUNDS = 8
+
+
+class PlanDoesNotFitError(ValueError):
+    """No placement fits the topology; the message says how many bytes miss on which rank."""
+
+
+class HotPlanner:
+    """Plans hot rows and their placement for one EmbeddingBagCollection.
+
+    Args:
+        topology: TorchRec topology (world size, compute device, DDR per rank, bandwidths).
+        hbm_budget_bytes: HBM per rank for embedding rows (weights + optimizer state). When None,
+            derived from the topology's `hbm_cap` minus TorchRec's reservation and I/O charges.
+        batch_size: per-rank batch size TorchRec's estimators assume.
+        optimizer_class: the fused optimizer that will train the tables (its state is charged).
+        reservation_percentage: share of HBM TorchRec's storage reservation keeps back.
+        sharding_types: sharding types allowed for the split tables (default: table-wise and
+            row-wise on CUDA, table-wise on CPU).
+        compare_with_stock: also plan the unsplit tables with stock TorchRec for the report.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        hbm_budget_bytes: int | None = None,
+        *,
+        batch_size: int = 8192,
+        optimizer_class: type[torch.optim.Optimizer] | None = None,
+        reservation_percentage: float = 0.15,
+        sharding_types: Sequence[str] | None = None,
+        compare_with_stock: bool = True,
+    ) -> None:
+        if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
+            raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
+        self.topology = topology
+        self.hbm_budget_bytes = hbm_budget_bytes
+        self.batch_size = batch_size
+        self.optimizer_class = optimizer_class
+        self.reservation_percentage = reservation_percentage
+        cuda = topology.compute_device != "cpu"
+        default_types = ["table_wise", "row_wise"] if cuda else ["table_wise"]
+        self.sharding_types = list(sharding_types or default_types)
+        self.compare_with_stock = compare_with_stock
+
+    def plan(
+        self,
+        tables: EmbeddingBagCollection | Sequence[EmbeddingBagConfig],
+        profile: PopularityProfile,
+        module_path: str = "",
+    ) -> HotPlan:
+        """Plans `tables` (an EBC, possibly on the meta device, or its configs) from `profile`.
+
+        `module_path` is where the EBC sits in the model, e.g.
+        "sparse_arch.embedding_bag_collection" for TorchRec's DLRM ("" for the root)."""
+        configs = (
+            tables.embedding_bag_configs() if isinstance(tables, EmbeddingBagCollection) else tables
+        )
+        configs = list(configs)
+        profile.check_matches(configs, check_dims=False)
+        if profile.num_samples == 0:
+            raise ValueError("the profile has seen no samples: profile some batches first")
+        world = self.topology.world_size
+        counts = {c.name: profile.counts(c.name) for c in configs}
+        bytes_per_row = {c.name: row_bytes(c, self.optimizer_class) for c in configs}
+        demands = [
+            TableDemand.from_counts(c.name, counts[c.name], bytes_per_row[c.name]) for c in configs
+        ]
+        pooling = {
+            c.name: max(counts[c.name].sum() / (profile.num_samples * len(c.feature_names)), 1e-3)
+            for c in configs
+        }
+        io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
+        failure: PlannerError | None = None
+        for io_reserve in _io_reserves(io, world):
+            budget = self._budget(io_reserve)
+            cap = (
+                min(d.storage.hbm for d in self.topology.devices)
+                if self.hbm_budget_bytes is None
+                else math.ceil((budget + io_reserve) / (1.0 - self.reservation_percentage))
+            )
+            topology = topology_with_hbm(self.topology, cap)
+            try:
+                table_plans, sharding_plan, hbm, uvm = self._fit(
+                    configs,
+                    counts,
+                    demands,
+                    bytes_per_row,
+                    pooling,
+                    topology,
+                    budget,
+                    module_path,
+                )
+                break
+            except PlannerError as e:  # TorchRec placed nothing: more room for its buffers
+                failure = e
+        else:
+            raise PlanDoesNotFitError(
+                _explain_planner_error(configs, bytes_per_row, topology, failure)
+            )
+        stock = (
+            compare_with_stock(
+                configs,
+                counts,
+                bytes_per_row,
+                self._stock_topology(io, budget),
+                self.batch_size,
+                self.reservation_percentage,
+                self.optimizer_class,
+            )
+            if self.compare_with_stock
+            else None
+        )
+        return HotPlan(
+            module_path=module_path,
+            tables=tuple(table_plans),
+            world_size=world,
+            compute_device=self.topology.compute_device,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer_class.__name__ if self.optimizer_class else None,
+            hbm_budget_bytes=budget,
+            hbm_cap_bytes=cap,
+            hbm_bytes_per_rank=tuple(hbm),
+            uvm_bytes_per_rank=tuple(uvm),
+            sharding_plan=sharding_plan,
+            stock=stock,
+        )
+
+    def _fit(
+        self,
+        configs: Sequence[EmbeddingBagConfig],
+        counts: dict[str, np.ndarray],
+        demands: Sequence[TableDemand],
+        bytes_per_row: dict[str, int],
+        pooling: dict[str, float],
+        topology: Topology,
+        budget: int,
+        module_path: str,
+    ) -> tuple[list[TablePlan], ShardingPlan, list[int], list[int]]:
+        """Allocates, places and checks per-rank HBM until every rank is within `budget`:
+        an over-budget rank gets its largest whole hot table spread row-wise, or, when none
+        can be, the total hot bytes shrink by the overflow."""
+        world = topology.world_size
+        total = budget * world
+        row_wise: set[str] = set()  # hot tables that must be spread over all ranks
+        for _ in range(_MAX_ROUNDS):
+            hot_rows = allocate_hot_rows(demands, total, max_whole_table_bytes=budget)
+            table_plans = [
+                _table_plan(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
+                for c in configs
+            ]
+            if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
+                row_wise |= {
+                    tp.name + HOT_SUFFIX if tp.placement is Placement.SPLIT else tp.name
+                    for tp in table_plans
+                    if tp.placement is not Placement.UVM and 2 * tp.hot_rows * tp.row_bytes > budget
+                }
+            sharding_plan = self._place(
+                table_plans, configs, pooling, topology, module_path, row_wise
+            )
+            hbm, uvm = _plan_rank_bytes(table_plans, sharding_plan, module_path, world)
+            over = [r for r, b in enumerate(hbm) if b > budget]
+            if not over:
+                return table_plans, sharding_plan, hbm, uvm
+            spread = self._tables_to_spread(sharding_plan, module_path, over, row_wise)
+            row_wise |= spread
+            overflow = max(hbm[r] - budget for r in over)
+            if not spread or overflow < budget // 50:
+                # Every rank gives up the worst overflow, so the next placement has the slack.
+                total = max(0, total - world * (overflow + max(d.row_bytes for d in demands)))
+        raise PlanDoesNotFitError(
+            f"could not place the hot rows within {budget} bytes per rank after "
+            f"{_MAX_ROUNDS} rounds; over budget: "
+            + ", ".join(f"rank {r}: {hbm[r] - budget} bytes" for r in over)
+        )
+
+    def _stock_topology(self, io: dict[str, int], budget: int) -> Topology:
+        """The topology stock TorchRec gets: the user's own when its HBM was given, else the
+        same row budget plus TorchRec's I/O charges for the unsplit tables spread evenly."""
+        if self.hbm_budget_bytes is None:
+            return self.topology
+        charges = sorted(io.values(), reverse=True)
+        reserve = sum(charges[: math.ceil(len(io) / self.topology.world_size)])
+        cap = math.ceil((budget + reserve) / (1.0 - self.reservation_percentage))
+        return topology_with_hbm(self.topology, cap)
+
+    def _budget(self, io_reserve: int) -> int:
+        """Row budget per rank: as given, or the topology's HBM less TorchRec's charges."""
+        if self.hbm_budget_bytes is not None:
+            return self.hbm_budget_bytes
+        if self.topology.compute_device == "cpu":
+            raise ValueError("a CPU topology has no HBM: pass hbm_budget_bytes explicitly")
+        hbm = min(d.storage.hbm for d in self.topology.devices)
+        usable = int(hbm * (1.0 - self.reservation_percentage))
+        budget = usable - io_reserve
+        if budget < 0:
+            raise PlanDoesNotFitError(
+                f"every rank (0..{self.topology.world_size - 1}) misses {-budget} bytes of HBM: "
+                f"TorchRec reserves {hbm - usable} bytes ({self.reservation_percentage:.0%}) "
+                f"and charges {io_reserve} bytes of I/O buffers, hbm_cap is {hbm} bytes"
+            )
+        return budget
+
+    def _tables_to_spread(
+        self, plan: ShardingPlan, module_path: str, over: Sequence[int], done: set[str]
+    ) -> set[str]:
+        """On each over-budget rank, the largest hot table placed there whole (table-wise),
+        to be sharded row-wise over all ranks next round (when row-wise is allowed)."""
+        if "row_wise" not in self.sharding_types:
+            return set()
+        module_plan = plan.plan[split_module_path(module_path)]
+        spread: set[str] = set()
+        for rank in over:
+            whole = [
+                (ps.sharding_spec.shards[0].shard_sizes[0], name)
+                for name, ps in module_plan.items()
+                if ps.sharding_type == "table_wise"
+                and ps.ranks == [rank]
+                and ps.compute_kernel == "fused"
+                and name not in done
+                and not name.endswith(COLD_SUFFIX)
+            ]
+            if whole:
+                spread.add(max(whole)[1])
+        return spread
+
+    def _place(
+        self,
+        table_plans: Sequence[TablePlan],
+        configs: Sequence[EmbeddingBagConfig],
+        pooling: dict[str, float],
+        topology: Topology,
+        module_path: str,
+        row_wise: set[str],
+    ) -> ShardingPlan:
+        cuda = topology.compute_device != "cpu"
+        split_configs: list[EmbeddingBagConfig] = []
+        constraints: dict[str, ParameterConstraints] = {}
+        for config, tp in zip(configs, table_plans, strict=True):
+            for part in split_table_configs(config, tp.hot_rows):
+                cold = part.name.endswith(COLD_SUFFIX) or (
+                    tp.placement is Placement.UVM and part.name == config.name
+                )
+                share = 1.0 - tp.hot_lookup_share if cold else tp.hot_lookup_share
+                if tp.placement is not Placement.SPLIT:
+                    share = 1.0
+                constraints[part.name] = ParameterConstraints(
+                    sharding_types=["row_wise"] if part.name in row_wise else self.sharding_types,
+                    compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
+                    pooling_factors=[max(pooling[config.name] * share, 1e-3)]
+                    * len(part.feature_names),
+                )
+                split_configs.append(part)
+        model = meta_model(split_configs, split_module_path(module_path), self.optimizer_class)
+        return run_torchrec_planner(
+            model, topology, self.batch_size, self.reservation_percentage, constraints
+        )
+
+
+def _io_reserves(io: dict[str, int], world_size: int) -> list[int]:
+    """HBM per rank to keep for TorchRec's I/O buffers, in the order tried: the largest
+    charges of the share of split tables (up to two per logical table) one rank gets when
+    spread evenly; twice that; every table's charge (all buffers on one rank)."""
+    charges = sorted(io.values(), reverse=True)
+    even = sum(charges[: math.ceil(2 * len(io) / world_size)])
+    everything = 2 * sum(charges)
+    return sorted({min(even, everything), min(2 * even, everything), everything})
+
+
+def _table_plan(
+    config: EmbeddingBagConfig, counts: np.ndarray, hot_rows: int, bytes_per_row: int
+) -> TablePlan:
+    """The `hot_rows` most accessed rows of a table (ties broken by smaller id), sorted."""
+    if hot_rows >= config.num_embeddings:
+        hot_ids = np.arange(config.num_embeddings, dtype=np.int64)
+    else:
+        nonzero = np.flatnonzero(counts)
+        order = np.argsort(-counts[nonzero], kind="stable")[:hot_rows]
+        hot_ids = np.sort(nonzero[order]).astype(np.int64)
+    return TablePlan(
+        name=config.name,
+        num_embeddings=config.num_embeddings,
+        embedding_dim=config.embedding_dim,
+        feature_names=tuple(config.feature_names),
+        hot_ids=hot_ids,
+        lookups=int(counts.sum()),
+        hot_lookups=int(counts[hot_ids].sum()),
+        row_bytes=bytes_per_row,
+    )
+
+
+def _plan_rank_bytes(
+    table_plans: Sequence[TablePlan], plan: ShardingPlan, module_path: str, world: int
+) -> tuple[list[int], list[int]]:
+    """(HBM, UVM) bytes per rank of the split tables: hot parts and whole-hot tables count as
+    HBM, cold parts and whole-cold tables as UVM, whatever the device."""
+    shapes: dict[str, tuple[int, int]] = {}
+    per_row: dict[str, int] = {}
+    in_hbm: dict[str, bool] = {}
+    for tp in table_plans:
+        config = EmbeddingBagConfig(
+            name=tp.name,
+            num_embeddings=tp.num_embeddings,
+            embedding_dim=tp.embedding_dim,
+            feature_names=list(tp.feature_names),
+        )
+        for part in split_table_configs(config, tp.hot_rows):
+            shapes[part.name] = (part.num_embeddings, part.embedding_dim)
+            per_row[part.name] = tp.row_bytes
+            in_hbm[part.name] = (
+                not part.name.endswith(COLD_SUFFIX) and tp.placement is not Placement.UVM
+            )
+
+    def hbm_fraction(table: str, _: ParameterSharding) -> float:
+        return 1.0 if in_hbm[table] else 0.0
+
+    return rank_bytes(
+        plan.plan[split_module_path(module_path)], shapes, per_row, hbm_fraction, world
+    )
+
+
+def _explain_planner_error(
+    configs: Sequence[EmbeddingBagConfig],
+    bytes_per_row: dict[str, int],
+    topology: Topology,
+    error: PlannerError | None,
+) -> str:
+    """Why no placement exists, as bytes missing per rank: cold rows against host memory
+    (the most that could be cold), else TorchRec's own words."""
+    world = topology.world_size
+    rows_bytes = sum(c.num_embeddings * bytes_per_row[c.name] for c in configs)
+    need = math.ceil(rows_bytes / world)
+    lines = [
+        f"rank {r}: the tables need {need} bytes of host memory per rank, it has "
+        f"{d.storage.ddr} (missing {need - d.storage.ddr})"
+        for r, d in enumerate(topology.devices)
+        if need > d.storage.ddr
+    ]
+    detail = "\n  ".join(lines) if lines else "no rank lacks host memory on average"
+    return f"TorchRec found no placement for the split tables:\n  {detail}\nTorchRec: {error}"

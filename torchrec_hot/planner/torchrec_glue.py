@@ -1,0 +1,85 @@
+"""Small adapters around TorchRec's planner: meta models, I/O charges, running a plan.
+
+TorchRec charges every shard on a CUDA device its input/output buffers in HBM (for a table-wise
+shard at per-rank batch B and world size W: about B * W * (pooling * 8 + dim * 4) bytes). These
+are not embedding rows, so torchrec-hot adds them on top of the user's row budget when it builds
+the topology TorchRec plans against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.types import ShardingPlan
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+
+def meta_model(
+    configs: Sequence[EmbeddingBagConfig],
+    module_path: str,
+    optimizer_class: type[torch.optim.Optimizer] | None,
+) -> nn.Module:
+    """A meta-device model holding an EBC of `configs` at `module_path` ("" = the root), with
+    `optimizer_class` attached the way `apply_optimizer_in_backward` does, so TorchRec's planner
+    charges its state."""
+    ebc = EmbeddingBagCollection(tables=list(configs), device=torch.device("meta"))
+    if optimizer_class is not None:
+        apply_optimizer_in_backward(optimizer_class, ebc.parameters(), {"lr": 0.01})
+    if not module_path:
+        return ebc
+    root = nn.Module()
+    parent = root
+    parts = module_path.split(".")
+    for part in parts[:-1]:
+        child = nn.Module()
+        parent.add_module(part, child)
+        parent = child
+    parent.add_module(parts[-1], ebc)
+    return root
+
+
+def table_io_bytes(
+    configs: Sequence[EmbeddingBagConfig],
+    topology: Topology,
+    batch_size: int,
+    pooling_factors: Mapping[str, float],
+) -> dict[str, int]:
+    """TorchRec's HBM charge for the I/O buffers of each table placed table-wise, in bytes
+    (0 on CPU topologies). Read from TorchRec's own enumerator and storage estimator."""
+    if topology.compute_device == "cpu":
+        return {c.name: 0 for c in configs}
+    constraints = {
+        c.name: ParameterConstraints(
+            sharding_types=["table_wise"],
+            compute_kernels=["fused_uvm"],
+            pooling_factors=[pooling_factors[c.name]] * len(c.feature_names),
+        )
+        for c in configs
+    }
+    enumerator = EmbeddingEnumerator(topology, batch_size, constraints=constraints)
+    options = enumerator.enumerate(meta_model(configs, "", None), [EmbeddingBagCollectionSharder()])
+    return {o.name: int(o.shards[0].storage.hbm) for o in options}
+
+
+def run_torchrec_planner(
+    model: nn.Module,
+    topology: Topology,
+    batch_size: int,
+    reservation_percentage: float,
+    constraints: Mapping[str, ParameterConstraints] | None,
+) -> ShardingPlan:
+    """Stock `EmbeddingShardingPlanner.plan` on `model` (raises TorchRec's `PlannerError`)."""
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        storage_reservation=FixedPercentageStorageReservation(reservation_percentage),
+        constraints=dict(constraints) if constraints is not None else None,
+    )
+    return planner.plan(model, [EmbeddingBagCollectionSharder()])
