@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check torchrec_hot tests examples benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
