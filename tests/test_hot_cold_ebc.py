@@ -1,0 +1,378 @@
+"""HotColdEmbeddingBagCollection against a stock EmbeddingBagCollection holding the same weights.
+
+What is exact and what is within tolerance:
+* forward: within 1e-6 (absolute), not bit-exact: a split bag is pooled as (sum of its hot rows)
+  + (sum of its cold rows), a different float summation order than the stock bag's.
+* gradients of the merged logical weights: within 1e-6 for arbitrary float data. Not bit-exact in
+  general, and not because of the split: ATen's CPU `embedding_bag` backward (the stock unsharded
+  EBC) adds the contributions of a repeated id in the order of an unstable `sort` of the whole
+  index array, so the stock gradient's last bit already depends on the batch layout (a 17-id
+  batch measured 6e-8 off). With "dyadic" data (upstream gradients k/8, weights k/4, MEAN bag
+  lengths in {1, 2, 4}) every sum is exact in float32, so any order gives the same bits: there
+  the merged gradients are checked bit-exact (torch.equal), which proves every id's contribution
+  reaches the right row with the right scale.
+* weights after SGD (with momentum) / Adagrad / row-wise Adagrad steps: bit-exact on dyadic data;
+  within 1e-6 for a nonlinear loss on arbitrary data (checked too).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    KeyedJaggedTensor,
+    PoolingType,
+)
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
+from torchrec_hot.sharding.split import SPLIT_MODULE_ATTR, Placement
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+
+
+@st.composite
+def models(draw):
+    """Logical tables (some MEAN, several features per table), hot-row counts 0..N, a batch."""
+    weighted = draw(st.booleans())  # the stock unsharded EBC rejects weighted MEAN
+    tables, hot_rows = [], {}
+    for t in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(1, 30))
+        pooling = PoolingType.SUM if weighted else draw(st.sampled_from(list(PoolingType)[:2]))
+        tables.append(
+            EmbeddingBagConfig(
+                name=f"t{t}",
+                num_embeddings=n,
+                embedding_dim=draw(st.sampled_from([1, 3, 8])),
+                feature_names=[f"t{t}_f{i}" for i in range(draw(st.integers(1, 3)))],
+                pooling=pooling,
+            )
+        )
+        hot_rows[f"t{t}"] = draw(st.sampled_from([0, n, draw(st.integers(0, n))]))
+    return {
+        "tables": tables,
+        "hot_rows": hot_rows,
+        "weighted": weighted,
+        "batch": draw(st.integers(1, 6)),
+        "max_len": draw(st.integers(0, 5)),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+def dyadic(shape, gen: torch.Generator, low: int = -64, high: int = 64, scale: float = 8.0):
+    """Random multiples of 1 / scale: float32 sums of a few dozen of them are exact."""
+    return torch.randint(low, high + 1, shape, generator=gen).float() / scale
+
+
+def random_kjt(model, gen: torch.Generator, exact: bool = False) -> KeyedJaggedTensor:
+    """Random bags; with `exact`, dyadic weights and bag lengths in {0, 1, 2, 4}."""
+    keys, lengths, values = [], [], []
+    for t in model["tables"]:
+        for f in t.feature_names:
+            lens = torch.randint(0, model["max_len"] + 1, (model["batch"],), generator=gen)
+            if exact:
+                lens = torch.tensor([0, 1, 2, 4])[lens % 4]
+            keys.append(f)
+            lengths.append(lens)
+            values.append(torch.randint(0, t.num_embeddings, (int(lens.sum()),), generator=gen))
+    vals = torch.cat(values)
+    weights = None
+    if model["weighted"]:
+        n = vals.numel()
+        weights = dyadic((n,), gen, 1, 8, 4.0) if exact else torch.rand(n, generator=gen)
+    return KeyedJaggedTensor(keys=keys, values=vals, lengths=torch.cat(lengths), weights=weights)
+
+
+def build(model, gen: torch.Generator):
+    """(stock EBC, hot/cold module) with equal logical weights; the stock EBC gets them through
+    the hot/cold module's logical state dict."""
+    hot_ids = {}
+    for t in model["tables"]:
+        rows = torch.randperm(t.num_embeddings, generator=gen)[: model["hot_rows"][t.name]]
+        hot_ids[t.name] = rows.sort().values
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    hot_cold = HotColdEmbeddingBagCollection(
+        model["tables"], hot_ids, is_weighted=model["weighted"]
+    )
+    stock = EmbeddingBagCollection(model["tables"], is_weighted=model["weighted"])
+    stock.load_state_dict(hot_cold.state_dict())
+    return stock, hot_cold
+
+
+def stock_weights(stock: EmbeddingBagCollection) -> dict[str, torch.Tensor]:
+    return {name: bag.weight for name, bag in stock.embedding_bags.items()}
+
+
+def assert_weights_equal(stock, hot_cold, exact: bool = True) -> None:
+    merged = hot_cold.logical_weights()
+    for name, w in stock_weights(stock).items():
+        if exact:
+            assert torch.equal(merged[name], w.detach()), name
+        else:
+            torch.testing.assert_close(merged[name], w.detach(), atol=1e-6, rtol=0)
+
+
+@SETTINGS
+@given(models(), st.booleans())
+def test_forward_and_gradients_match_stock(model, exact):
+    gen = torch.Generator().manual_seed(model["seed"])
+    stock, hot_cold = build(model, gen)
+    assert_weights_equal(stock, hot_cold)
+    kjt = random_kjt(model, gen, exact)
+    want, got = stock(kjt), hot_cold(kjt)
+    assert got.keys() == want.keys()
+    assert got.length_per_key() == want.length_per_key()
+    torch.testing.assert_close(got.values(), want.values(), atol=1e-6, rtol=0)
+
+    shape = want.values().shape
+    r = dyadic(shape, gen) if exact else torch.randn(shape, generator=gen)
+    (want.values() * r).sum().backward()
+    (got.values() * r).sum().backward()
+    grads = hot_cold.logical_grads()
+    for name, w in stock_weights(stock).items():
+        if exact:
+            assert torch.equal(grads[name], w.grad), name
+        else:
+            torch.testing.assert_close(grads[name], w.grad, atol=1e-6, rtol=0)
+
+
+@SETTINGS
+@given(models())
+def test_sgd_steps_bit_identical(model):
+    gen = torch.Generator().manual_seed(model["seed"])
+    stock, hot_cold = build(model, gen)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.5) for m in (stock, hot_cold)]
+    for _ in range(3):
+        kjt = random_kjt(model, gen, exact=True)
+        r = dyadic(stock(kjt).values().shape, gen)
+        for m, opt in zip((stock, hot_cold), opts, strict=True):
+            opt.zero_grad()
+            (m(kjt).values() * r).sum().backward()
+            opt.step()
+    assert_weights_equal(stock, hot_cold, exact=True)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(models())
+def test_nonlinear_loss_training_within_tolerance(model):
+    gen = torch.Generator().manual_seed(model["seed"])
+    stock, hot_cold = build(model, gen)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (stock, hot_cold)]
+    for _ in range(3):
+        kjt = random_kjt(model, gen)
+        for m, opt in zip((stock, hot_cold), opts, strict=True):
+            opt.zero_grad()
+            m(kjt).values().pow(2).sum().backward()
+            opt.step()
+    assert_weights_equal(stock, hot_cold, exact=False)
+
+
+@pytest.mark.parametrize(
+    "optimizer, kwargs",
+    [
+        (torch.optim.SGD, {"lr": 0.3}),
+        (torch.optim.Adagrad, {"lr": 0.3}),
+        (RowWiseAdagrad, {"lr": 0.3}),
+    ],
+)
+def test_optimizer_in_backward_bit_identical(optimizer, kwargs):
+    """TorchRec's apply_optimizer_in_backward works on the unsharded modules on CPU. Optimizer
+    state is per element (Adagrad) or per row (row-wise Adagrad), so the split keeps it exact."""
+    model = {
+        "tables": [
+            EmbeddingBagConfig(
+                name="t0", num_embeddings=40, embedding_dim=4, feature_names=["a", "b"]
+            ),
+            EmbeddingBagConfig(
+                name="t1",
+                num_embeddings=9,
+                embedding_dim=3,
+                feature_names=["c"],
+                pooling=PoolingType.MEAN,
+            ),
+        ],
+        "hot_rows": {"t0": 7, "t1": 3},
+        "weighted": False,
+        "batch": 8,
+        "max_len": 4,
+    }
+    gen = torch.Generator().manual_seed(1)
+    stock, hot_cold = build(model, gen)
+    for m in (stock, hot_cold):
+        apply_optimizer_in_backward(optimizer, m.parameters(), kwargs)
+    for _ in range(4):
+        kjt = random_kjt(model, gen, exact=True)
+        r = dyadic(stock(kjt).values().shape, gen)
+        for m in (stock, hot_cold):
+            (m(kjt).values() * r).sum().backward()
+    assert_weights_equal(stock, hot_cold, exact=True)
+
+
+def test_variable_batch_per_feature_matches_stock():
+    tables = [
+        EmbeddingBagConfig(name="t0", num_embeddings=30, embedding_dim=4, feature_names=["a", "b"]),
+        EmbeddingBagConfig(
+            name="t1",
+            num_embeddings=6,
+            embedding_dim=2,
+            feature_names=["c"],
+            pooling=PoolingType.MEAN,
+        ),
+    ]
+    gen = torch.Generator().manual_seed(3)
+    stock, hot_cold = build(
+        {"tables": tables, "hot_rows": {"t0": 5, "t1": 2}, "weighted": False}, gen
+    )
+    strides = {"a": 3, "b": 1, "c": 4}
+    lengths = torch.tensor([0, 1, 2, 4])[
+        torch.randint(0, 4, (sum(strides.values()),), generator=gen)
+    ]
+    sizes = [int(s.sum()) for s in lengths.split(list(strides.values()))]
+    values = torch.cat(
+        [torch.randint(0, n, (k,), generator=gen) for n, k in zip((30, 30, 6), sizes, strict=True)]
+    )
+    inverse = torch.stack([torch.randint(0, s, (5,), generator=gen) for s in strides.values()])
+    kjt = KeyedJaggedTensor(
+        keys=list(strides),
+        values=values,
+        lengths=lengths,
+        stride_per_key_per_rank=[[s] for s in strides.values()],
+        inverse_indices=(list(strides), inverse),
+    )
+    want, got = stock(kjt), hot_cold(kjt)
+    assert got.values().shape == want.values().shape == (5, 10)
+    torch.testing.assert_close(got.values(), want.values(), atol=1e-6, rtol=0)
+    r = dyadic((5, 10), gen)  # exact data: see module docstring
+    (want.values() * r).sum().backward()
+    (got.values() * r).sum().backward()
+    for name, g in hot_cold.logical_grads().items():
+        assert torch.equal(g, stock.embedding_bags[name].weight.grad)
+
+
+def test_weighted_mean_pools_weighted_sum_over_length():
+    """The stock unsharded EBC rejects weighted MEAN; here it pools sum(w * e) / L."""
+    table = EmbeddingBagConfig(
+        name="t", num_embeddings=10, embedding_dim=2, feature_names=["f"], pooling=PoolingType.MEAN
+    )
+    hot_cold = HotColdEmbeddingBagCollection([table], {"t": [2, 5]}, is_weighted=True)
+    kjt = KeyedJaggedTensor(
+        keys=["f"],
+        values=torch.tensor([2, 3, 5, 9]),
+        lengths=torch.tensor([3, 0, 1]),
+        weights=torch.tensor([0.5, 2.0, 1.0, 3.0]),
+    )
+    w = hot_cold.logical_weights()["t"]
+    want = torch.stack([(0.5 * w[2] + 2.0 * w[3] + w[5]) / 3, torch.zeros(2), 3.0 * w[9]])
+    torch.testing.assert_close(hot_cold(kjt).values(), want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [-3, 12])
+def test_out_of_range_id_raises_naming_feature_and_value(bad):
+    table = EmbeddingBagConfig(
+        name="t", num_embeddings=12, embedding_dim=2, feature_names=["f", "g"]
+    )
+    hot_cold = HotColdEmbeddingBagCollection([table], {"t": [1, 4]})
+    kjt = KeyedJaggedTensor(
+        keys=["f", "g"], values=torch.tensor([1, 4, 0, bad]), lengths=torch.tensor([2, 0, 1, 1])
+    )
+    with pytest.raises(ValueError, match=rf"feature 'g' \(table 't'\): id {bad} outside \[0, 12\)"):
+        hot_cold(kjt)
+
+
+def two_tables():
+    return [
+        EmbeddingBagConfig(name="t0", num_embeddings=20, embedding_dim=4, feature_names=["a"]),
+        EmbeddingBagConfig(name="t1", num_embeddings=8, embedding_dim=2, feature_names=["b", "c"]),
+        EmbeddingBagConfig(name="t2", num_embeddings=5, embedding_dim=3, feature_names=["d"]),
+    ]
+
+
+def test_state_dict_round_trips_with_stock():
+    hot_ids = {"t0": torch.tensor([0, 7, 19]), "t1": torch.arange(8)}  # split, all hot, all cold
+    stock = EmbeddingBagCollection(two_tables())
+    hot_cold = HotColdEmbeddingBagCollection(two_tables(), hot_ids)
+    assert hot_cold.placements() == {
+        "t0": Placement.SPLIT,
+        "t1": Placement.HBM,
+        "t2": Placement.UVM,
+    }
+    want = {k: tuple(v.shape) for k, v in stock.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in hot_cold.state_dict().items()} == want
+    assert list(hot_cold.state_dict()) == list(want)
+
+    # stock -> hot/cold
+    hot_cold.load_state_dict(stock.state_dict())
+    for name, w in hot_cold.logical_weights().items():
+        assert torch.equal(w, stock.embedding_bags[name].weight.detach())
+    # hot/cold -> stock
+    with torch.no_grad():
+        for p in hot_cold.parameters():
+            p.uniform_()
+    stock.load_state_dict(hot_cold.state_dict())
+    for name, w in hot_cold.logical_weights().items():
+        assert torch.equal(w, stock.embedding_bags[name].weight.detach())
+    # nested under a parent module, with the parent's prefix
+    parent_a, parent_b = torch.nn.Sequential(stock), torch.nn.Sequential(hot_cold)
+    with torch.no_grad():
+        for p in stock.parameters():
+            p.normal_()
+    parent_b.load_state_dict(parent_a.state_dict())
+    assert torch.equal(hot_cold.logical_weights()["t0"], stock.embedding_bags["t0"].weight)
+
+
+def test_state_dict_rejects_wrong_shape():
+    hot_cold = HotColdEmbeddingBagCollection(two_tables(), {"t0": [3, 4]})
+    state = hot_cold.state_dict()
+    state["embedding_bags.t0.weight"] = torch.zeros(19, 4)
+    with pytest.raises(RuntimeError, match="size mismatch for embedding_bags.t0.weight"):
+        hot_cold.load_state_dict(state)
+
+
+def test_from_ebc_copies_weights_and_keeps_logical_view():
+    stock = EmbeddingBagCollection(two_tables(), is_weighted=True)
+    hot_cold = HotColdEmbeddingBagCollection.from_ebc(stock, {"t0": [1, 2, 3], "t2": [0]})
+    assert hot_cold.is_weighted()
+    assert [t.name for t in hot_cold.embedding_bag_configs()] == ["t0", "t1", "t2"]
+    inner = getattr(hot_cold, SPLIT_MODULE_ATTR)
+    assert [t.name for t in inner.embedding_bag_configs()] == [
+        "t0__hot",
+        "t0__cold",
+        "t1",
+        "t2__hot",
+        "t2__cold",
+    ]
+    assert not any("hot_ids" in k or "_hot_merged" in k for k in hot_cold.state_dict())
+    for name, w in hot_cold.logical_weights().items():
+        assert torch.equal(w, stock.embedding_bags[name].weight.detach())
+    assert torch.equal(hot_cold.hot_ids("t0"), torch.tensor([1, 2, 3]))
+
+
+def test_shared_feature_across_tables():
+    tables = [
+        EmbeddingBagConfig(name="t0", num_embeddings=6, embedding_dim=2, feature_names=["f"]),
+        EmbeddingBagConfig(name="t1", num_embeddings=4, embedding_dim=3, feature_names=["f"]),
+    ]
+    stock = EmbeddingBagCollection(tables)
+    hot_cold = HotColdEmbeddingBagCollection.from_ebc(stock, {"t1": torch.arange(4)})
+    kjt = KeyedJaggedTensor(
+        keys=["f"], values=torch.tensor([0, 3, 2]), lengths=torch.tensor([2, 1])
+    )
+    want, got = stock(kjt), hot_cold(kjt)
+    assert got.keys() == want.keys() == ["f@t0", "f@t1"]
+    torch.testing.assert_close(got.values(), want.values(), atol=1e-6, rtol=0)
+    with pytest.raises(NotImplementedError, match="shared by tables"):
+        HotColdEmbeddingBagCollection(tables, {"t0": [1]})
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [([3, 1], "sorted and unique"), ([1, 1], "sorted and unique"), ([0, 20], r"\[0, 20\)")],
+)
+def test_bad_hot_ids_rejected(ids, message):
+    with pytest.raises(ValueError, match=message):
+        HotColdEmbeddingBagCollection(two_tables(), {"t0": ids})

@@ -1,0 +1,236 @@
+"""KJT remap (logical features -> hot/cold split features) against a per-feature reference.
+
+The reference splits each feature on its own with `torch.ops.fbgemm.masked_select_jagged_1d` and
+maps ids with numpy (`isin` / `searchsorted` into the explicit cold id list), so it shares no code
+with the vectorised all-features remap under test. Comparisons are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchrec import KeyedJaggedTensor
+
+from torchrec_hot.sharding.remap import (
+    KJTRemapper,
+    merge_rows,
+    remap_kjt,
+    split_rows,
+    validate_ids,
+)
+from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+
+
+@st.composite
+def layouts(draw):
+    """Tables (N, H, features) and a KJT shape; features of one table share its hot ids."""
+    n_tables = draw(st.integers(1, 3))
+    tables = []
+    for t in range(n_tables):
+        n = draw(st.integers(1, 40))
+        h = draw(st.integers(0, n))
+        n_features = draw(st.integers(1, 3))
+        tables.append((f"t{t}", n, h, [f"t{t}_f{i}" for i in range(n_features)]))
+    return {
+        "tables": tables,
+        "batch": draw(st.integers(1, 6)),
+        "max_len": draw(st.integers(0, 4)),
+        "weighted": draw(st.booleans()),
+        "dtype": draw(st.sampled_from([torch.int32, torch.int64])),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+def random_kjt(layout, gen: torch.Generator, strides=None) -> KeyedJaggedTensor:
+    keys, lengths, values = [], [], []
+    features = [(f, n) for _, n, _, fs in layout["tables"] for f in fs]
+    perm = torch.randperm(len(features), generator=gen).tolist()  # key order != table order
+    for i in perm:
+        f, n = features[i]
+        b = layout["batch"] if strides is None else strides[f]
+        lens = torch.randint(0, layout["max_len"] + 1, (b,), generator=gen)
+        keys.append(f)
+        lengths.append(lens)
+        values.append(torch.randint(0, n, (int(lens.sum()),), generator=gen))
+    dtype = layout["dtype"]
+    vals = torch.cat(values).to(dtype)
+    kwargs = {}
+    if strides is not None:
+        kwargs["stride_per_key_per_rank"] = [[strides[k]] for k in keys]
+    return KeyedJaggedTensor(
+        keys=keys,
+        values=vals,
+        lengths=torch.cat(lengths).to(dtype),
+        weights=torch.rand(vals.numel(), generator=gen) if layout["weighted"] else None,
+        **kwargs,
+    )
+
+
+def random_hot_ids(layout, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {
+        name: torch.randperm(n, generator=gen)[:h].sort().values
+        for name, n, h, _ in layout["tables"]
+    }
+
+
+def make_remapper(layout, hot: dict[str, torch.Tensor], mean=(), rank_table=True) -> KJTRemapper:
+    return KJTRemapper(
+        table_of_feature={f: name for name, _, _, fs in layout["tables"] for f in fs},
+        num_embeddings={name: n for name, n, _, _ in layout["tables"]},
+        hot_ids={name: hot[name] for name, n, h, _ in layout["tables"] if 0 < h < n},
+        mean_features=mean,
+        cpu_rank_table=rank_table,
+    )
+
+
+def reference(kjt: KeyedJaggedTensor, layout, hot: dict[str, torch.Tensor]) -> dict:
+    """key -> (lengths, values, weights) of the expected split KJT, in expected key order."""
+    table = {f: (name, n, h) for name, n, h, fs in layout["tables"] for f in fs}
+    out = {}
+    for key, jt in kjt.to_dict().items():
+        name, n, h = table[key]
+        lengths, values, weights = jt.lengths(), jt.values(), jt.weights_or_none()
+        if not 0 < h < n:
+            out[key] = (lengths, values, weights)
+            continue
+        hot_np = hot[name].numpy()
+        cold_np = np.setdiff1d(np.arange(n), hot_np)
+        v = values.long().numpy()
+        is_hot = torch.from_numpy(np.isin(v, hot_np))
+        slot = torch.from_numpy(np.searchsorted(hot_np, v)).to(values.dtype)
+        cold_idx = torch.from_numpy(np.searchsorted(cold_np, v)).to(values.dtype)
+        for suffix, ids, mask in ((HOT_SUFFIX, slot, is_hot), (COLD_SUFFIX, cold_idx, ~is_hot)):
+            vals, lens = torch.ops.fbgemm.masked_select_jagged_1d(ids, lengths, mask)
+            w = None
+            if weights is not None:
+                w, _ = torch.ops.fbgemm.masked_select_jagged_1d(weights, lengths, mask)
+            out[key + suffix] = (lens, vals, w)
+    return out
+
+
+def assert_matches(out: KeyedJaggedTensor, expected: dict) -> None:
+    assert out.keys() == list(expected)
+    got = out.to_dict()
+    for key, (lengths, values, weights) in expected.items():
+        assert torch.equal(got[key].lengths(), lengths), key
+        assert got[key].values().dtype == values.dtype
+        assert torch.equal(got[key].values(), values), key
+        if weights is None:
+            assert got[key].weights_or_none() is None
+        else:
+            assert torch.equal(got[key].weights(), weights), key
+
+
+@SETTINGS
+@given(layouts(), st.booleans())
+def test_remap_matches_per_feature_reference(layout, rank_table):
+    """Both lookups (CPU rank table, searchsorted as on accelerators) give the reference."""
+    gen = torch.Generator().manual_seed(layout["seed"])
+    hot = random_hot_ids(layout, gen)
+    kjt = random_kjt(layout, gen)
+    out = make_remapper(layout, hot, rank_table=rank_table)(kjt)
+    assert out.stride() == kjt.stride()
+    assert out.values().numel() == kjt.values().numel()
+    assert_matches(out, reference(kjt, layout, hot))
+
+
+@SETTINGS
+@given(layouts())
+def test_remap_variable_batch_per_feature(layout):
+    """VBE: each feature has its own batch size; strides and inverse indices follow each half."""
+    gen = torch.Generator().manual_seed(layout["seed"])
+    hot = random_hot_ids(layout, gen)
+    features = [f for _, _, _, fs in layout["tables"] for f in fs]
+    strides = {f: int(torch.randint(1, 5, (1,), generator=gen)) for f in features}
+    kjt = random_kjt(layout, gen, strides)
+    full_batch = 5
+    inverse = torch.stack(
+        [torch.randint(0, strides[k], (full_batch,), generator=gen) for k in kjt.keys()]
+    )
+    kjt = KeyedJaggedTensor(
+        keys=kjt.keys(),
+        values=kjt.values(),
+        lengths=kjt.lengths(),
+        weights=kjt.weights_or_none(),
+        stride_per_key_per_rank=kjt.stride_per_key_per_rank(),
+        inverse_indices=(kjt.keys(), inverse),
+    )
+    out = make_remapper(layout, hot)(kjt)
+    expected = reference(kjt, layout, hot)
+    assert_matches(out, expected)
+    source = {k + s: k for k in kjt.keys() for s in ("", HOT_SUFFIX, COLD_SUFFIX)}
+    assert out.variable_stride_per_key()
+    assert out.stride_per_key() == [strides[source[k]] for k in out.keys()]
+    inv_keys, inv = out.inverse_indices()
+    assert inv_keys == out.keys()
+    for i, k in enumerate(out.keys()):
+        assert torch.equal(inv[i], inverse[kjt.keys().index(source[k])])
+
+
+@SETTINGS
+@given(layouts())
+def test_mean_features_get_inverse_length_weights(layout):
+    gen = torch.Generator().manual_seed(layout["seed"])
+    hot = random_hot_ids(layout, gen)
+    kjt = random_kjt(layout, gen)
+    mean = {f for _, _, _, fs in layout["tables"][:1] for f in fs}
+    out = make_remapper(layout, hot, mean)(kjt)
+    # expected weights: the KJT's own (or 1), times 1/L of the logical sample for MEAN features
+    lengths = kjt.lengths().long()
+    row = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+    in_mean = torch.tensor([k in mean for k in kjt.keys()])
+    per_key = torch.repeat_interleave(in_mean, torch.tensor(kjt.stride_per_key()))
+    scale = torch.where(per_key[row], 1.0 / lengths[row].float(), 1.0)
+    base = kjt.weights() if layout["weighted"] else torch.ones(kjt.values().numel())
+    weighted = KeyedJaggedTensor(
+        keys=kjt.keys(), values=kjt.values(), lengths=kjt.lengths(), weights=base * scale
+    )
+    assert_matches(out, reference(weighted, layout, hot))
+
+
+def test_no_split_feature_passes_through():
+    kjt = KeyedJaggedTensor(keys=["a"], values=torch.tensor([1, 2]), lengths=torch.tensor([2, 0]))
+    remapper = KJTRemapper({"a": "A"}, {"A": 3}, {})
+    assert remapper(kjt) is kjt
+
+
+def test_remap_kjt_small_example():
+    #          b=0      b=1   b=2
+    # a:     [1, 5]     []   [3, 9]     hot ids of a: [3, 5]  (N = 10)
+    # b:       [0]    [2, 7]   []       not split
+    kjt = KeyedJaggedTensor(
+        keys=["a", "b"],
+        values=torch.tensor([1, 5, 3, 9, 0, 2, 7]),
+        lengths=torch.tensor([2, 0, 2, 1, 2, 0]),
+        weights=torch.arange(7.0),
+    )
+    out = remap_kjt(kjt, {"a": torch.tensor([3, 5])}, {"a": 10, "b": 10})
+    assert out.keys() == ["a__hot", "a__cold", "b"]
+    assert out.lengths().tolist() == [1, 0, 1, 1, 0, 1, 1, 2, 0]
+    assert out.values().tolist() == [1, 0, 1, 7, 0, 2, 7]  # 5->slot 1, 3->slot 0; 1->1, 9->7
+    assert out.weights().tolist() == [1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 6.0]
+
+
+@pytest.mark.parametrize("bad", [-1, 10, 1 << 40])
+def test_validate_names_feature_table_and_value(bad):
+    kjt = KeyedJaggedTensor(
+        keys=["a", "b"], values=torch.tensor([1, 2, bad, 3]), lengths=torch.tensor([2, 0, 1, 1])
+    )
+    with pytest.raises(ValueError, match=rf"feature 'b' \(table 'T'\): id {bad} outside \[0, 10\)"):
+        validate_ids(kjt, {"T": 10}, {"a": "T", "b": "T"})
+    validate_ids(kjt, {"T": 10}, {"a": "T"})  # unknown features are not checked
+
+
+def test_split_and_merge_rows_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    full = torch.randn(9, 3, generator=gen)
+    hot_ids = torch.tensor([0, 4, 8])
+    hot, cold = split_rows(full, hot_ids)
+    assert torch.equal(hot, full[hot_ids])
+    assert torch.equal(cold, full[torch.tensor([1, 2, 3, 5, 6, 7])])
+    assert torch.equal(merge_rows(hot, cold, hot_ids), full)

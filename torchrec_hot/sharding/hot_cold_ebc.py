@@ -1,0 +1,312 @@
+"""HotColdEmbeddingBagCollection: an EmbeddingBagCollection whose tables are split hot/cold.
+
+Each logical table `T` (N rows, dim D) with 0 < H < N hot ids becomes two ordinary TorchRec tables
+`T__hot` (H, D) and `T__cold` (N - H, D) (names from `split.py`), held by a stock
+`EmbeddingBagCollection` under the attribute `split_ebc` (`SPLIT_MODULE_ATTR`), so that
+DistributedModelParallel shards it with TorchRec's stock sharder and a plan keyed
+`<module path>.split_ebc`: the plan puts `T__hot` in HBM and `T__cold` in UVM. Tables with no hot
+id stay whole (all cold, UVM); tables whose every row is hot stay whole (HBM).
+
+Outside, the module looks like a stock `EmbeddingBagCollection` of the logical tables:
+`forward(kjt) -> KeyedTensor` has the logical feature keys in logical order, each (B, D) float32;
+`state_dict()` / `load_state_dict()` use the stock keys and shapes
+(`embedding_bags.<T>.weight`, (N, D)), so checkpoints move both ways between the two modules
+(plain, unsharded module; sharded tensors are left to TorchRec's sharded state dict).
+
+Pooling: a split feature's two halves are pooled with SUM and added. MEAN tables are built with
+SUM pooling internally and each id is weighted by 1 / L, L the sample's logical length (empty bag
+-> 0, as TorchRec does); per id this is the float arithmetic of the stock MEAN backward, on
+TorchRec's unsharded tables and FBGEMM's CPU TBE alike (see `remap.py`). So the inner collection
+is weighted when the module is weighted or has a MEAN table. Weighted MEAN (which the unsharded
+stock EBC rejects) pools sum(w * e) / L with the matching gradient w / L per id; note that FBGEMM
+1.8's CPU MEAN TBE gives the same forward but drops the 1 / L from its weighted backward.
+
+Outputs are within float rounding of the stock module's (a split bag sums its hot and cold rows
+separately); gradients and optimizer updates reach exactly the rows, with exactly the scales, of
+the stock module (see tests/test_hot_cold_ebc.py for what is bit-exact).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor
+from torchrec.modules.embedding_configs import PoolingType
+from torchrec.modules.embedding_modules import get_embedding_names_by_table
+
+from torchrec_hot.sharding.remap import KJTRemapper, merge_rows, split_rows
+from torchrec_hot.sharding.split import (
+    SPLIT_MODULE_ATTR,
+    Placement,
+    placement_of,
+    split_table_configs,
+)
+
+HotIds = torch.Tensor | np.ndarray
+
+
+def _checked_hot_ids(ids: HotIds | None, table: EmbeddingBagConfig) -> torch.Tensor:
+    """(H,) int64 CPU tensor of sorted, unique ids in [0, N); ValueError otherwise."""
+    if ids is None:
+        return torch.zeros(0, dtype=torch.int64)
+    t = torch.as_tensor(ids).detach().cpu()
+    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise ValueError(f"table {table.name!r}: hot ids must be a 1-D integer tensor")
+    t = t.to(torch.int64)
+    if t.numel() and (int(t[0]) < 0 or int(t[-1]) >= table.num_embeddings):
+        raise ValueError(
+            f"table {table.name!r}: hot ids must lie in [0, {table.num_embeddings}), "
+            f"got {int(t.min())}..{int(t.max())}"
+        )
+    if t.numel() > 1 and not bool((t[1:] > t[:-1]).all()):
+        raise ValueError(f"table {table.name!r}: hot ids must be sorted and unique")
+    return t
+
+
+def _logical_state_dict_hook(
+    module: HotColdEmbeddingBagCollection, state_dict: dict, prefix: str, local_metadata: dict
+) -> None:
+    """state_dict post-hook: split-table weights -> logical `embedding_bags.<T>.weight`."""
+    inner = f"{prefix}{SPLIT_MODULE_ATTR}.embedding_bags."
+    for table in module.embedding_bag_configs():
+        keys = [f"{inner}{part}.weight" for part in module._parts[table.name]]
+        if not all(k in state_dict for k in keys):
+            continue
+        parts = [state_dict[k] for k in keys]
+        if not all(type(p) in (torch.Tensor, nn.Parameter) for p in parts):
+            continue  # sharded (ShardedTensor / DTensor): left in the split layout
+        for k in keys:
+            del state_dict[k]
+        merged = parts[0] if len(parts) == 1 else merge_rows(*parts, module.hot_ids(table.name))
+        state_dict[f"{prefix}embedding_bags.{table.name}.weight"] = merged
+
+
+def _split_state_dict_pre_hook(
+    module: HotColdEmbeddingBagCollection,
+    state_dict: dict,
+    prefix: str,
+    local_metadata: dict,
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """load_state_dict pre-hook: logical `embedding_bags.<T>.weight` -> split-table weights."""
+    inner = f"{prefix}{SPLIT_MODULE_ATTR}.embedding_bags."
+    for table in module.embedding_bag_configs():
+        key = f"{prefix}embedding_bags.{table.name}.weight"
+        if key not in state_dict:
+            continue
+        parts = module._parts[table.name]
+        full = state_dict.pop(key)
+        if len(parts) == 1:
+            state_dict[f"{inner}{parts[0]}.weight"] = full
+        elif tuple(full.shape) != (table.num_embeddings, table.embedding_dim):
+            error_msgs.append(
+                f"size mismatch for {key}: copying a param with shape {tuple(full.shape)}, "
+                f"the logical table has ({table.num_embeddings}, {table.embedding_dim})"
+            )
+        else:
+            hot, cold = split_rows(full, module.hot_ids(table.name))
+            state_dict[f"{inner}{parts[0]}.weight"] = hot
+            state_dict[f"{inner}{parts[1]}.weight"] = cold
+
+
+class HotColdEmbeddingBagCollection(nn.Module):
+    """A stock-compatible EmbeddingBagCollection whose tables are split into hot and cold parts.
+
+    Args:
+        tables: the logical tables (as for `EmbeddingBagCollection`); not modified.
+        hot_ids: logical table name -> sorted, unique int64 ids (H,) of its hot rows. A table
+            missing here, or with H == 0, stays whole and cold; with H == N, whole and hot.
+        device: where the weights live (None: TorchRec's default, CPU).
+        is_weighted: whether input KJTs carry per-id weights.
+        validate_ids: check in every forward that ids lie in [0, N) (one host sync); an
+            out-of-range id would otherwise read a wrong row silently.
+
+    A feature name may belong to several tables (TorchRec's `f@table` outputs) only when none of
+    them is split and all or none are MEAN; NotImplementedError otherwise.
+    """
+
+    def __init__(
+        self,
+        tables: Sequence[EmbeddingBagConfig],
+        hot_ids: Mapping[str, HotIds],
+        device: torch.device | None = None,
+        is_weighted: bool = False,
+        *,
+        validate_ids: bool = True,
+    ) -> None:
+        super().__init__()
+        self._tables = [
+            dataclasses.replace(t, feature_names=list(t.feature_names) or [t.name]) for t in tables
+        ]
+        names = [t.name for t in self._tables]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate table names in {names}")
+        unknown = set(hot_ids) - set(names)
+        if unknown:
+            raise ValueError(f"hot ids given for unknown tables {sorted(unknown)}")
+        self._is_weighted = is_weighted
+        self._validate_ids = validate_ids
+
+        split_hot: dict[str, torch.Tensor] = {}
+        self._placements: dict[str, Placement] = {}
+        self._parts: dict[str, list[str]] = {}  # logical table -> its inner table names
+        inner_configs: list[EmbeddingBagConfig] = []
+        parts_index: list[list[int]] = []
+        mean_features: set[str] = set()
+        for t in self._tables:
+            ids = _checked_hot_ids(hot_ids.get(t.name), t)
+            self._placements[t.name] = placement_of(ids.numel(), t.num_embeddings)
+            if self._placements[t.name] is Placement.SPLIT:
+                split_hot[t.name] = ids
+            parts = [
+                dataclasses.replace(p, pooling=PoolingType.SUM, init_fn=t.init_fn)
+                for p in split_table_configs(t, ids.numel())
+            ]
+            if t.pooling == PoolingType.MEAN:
+                mean_features.update(t.feature_names)
+            self._parts[t.name] = [p.name for p in parts]
+            parts_index.append(list(range(len(inner_configs), len(inner_configs) + len(parts))))
+            inner_configs += parts
+        self._check_shared_features(mean_features)
+
+        table_of_feature: dict[str, str] = {}
+        for t in sorted(self._tables, key=lambda t: -t.num_embeddings):
+            table_of_feature.update({f: t.name for f in t.feature_names})  # smallest N wins
+        self.remap = KJTRemapper(
+            table_of_feature=table_of_feature,
+            num_embeddings={t.name: t.num_embeddings for t in self._tables},
+            hot_ids=split_hot,
+            mean_features=mean_features,
+        )
+        inner = EmbeddingBagCollection(
+            tables=inner_configs, is_weighted=is_weighted or bool(mean_features), device=device
+        )
+        setattr(self, SPLIT_MODULE_ATTR, inner)
+        if inner.device.type != "meta":  # on meta the hot ids would be lost: they stay on CPU
+            self.remap.to(inner.device)
+
+        # logical output key -> inner output keys that are summed into it
+        inner_names = get_embedding_names_by_table(inner_configs)
+        self._outputs: list[tuple[str, list[str]]] = []
+        self._dims: list[int] = []
+        logical_names = get_embedding_names_by_table(self._tables)
+        for t, names, idx in zip(self._tables, logical_names, parts_index, strict=True):
+            for j, name in enumerate(names):
+                self._outputs.append((name, [inner_names[i][j] for i in idx]))
+                self._dims.append(t.embedding_dim)
+
+        self.register_state_dict_post_hook(_logical_state_dict_hook)
+        self.register_load_state_dict_pre_hook(_split_state_dict_pre_hook)
+
+    def _check_shared_features(self, mean_features: set[str]) -> None:
+        owners: dict[str, list[EmbeddingBagConfig]] = {}
+        for t in self._tables:
+            for f in t.feature_names:
+                owners.setdefault(f, []).append(t)
+        for f, ts in owners.items():
+            if len(ts) < 2:
+                continue
+            split = [t.name for t in ts if self._placements[t.name] is Placement.SPLIT]
+            means = {t.pooling == PoolingType.MEAN for t in ts}
+            if split or len(means) > 1:
+                raise NotImplementedError(
+                    f"feature {f!r} is shared by tables {[t.name for t in ts]}: a shared feature "
+                    "needs all its tables unsplit and all or none MEAN-pooled"
+                )
+
+    @property
+    def split_module(self) -> EmbeddingBagCollection:
+        """The inner stock EmbeddingBagCollection of split tables (`split_ebc`)."""
+        return getattr(self, SPLIT_MODULE_ATTR)
+
+    @property
+    def device(self) -> torch.device:
+        return self.split_module.device
+
+    def is_weighted(self) -> bool:
+        return self._is_weighted
+
+    def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
+        """The LOGICAL table configs (as given, feature names filled in as TorchRec does)."""
+        return self._tables
+
+    def placements(self) -> dict[str, Placement]:
+        """Logical table name -> SPLIT / HBM (whole, all hot) / UVM (whole, all cold)."""
+        return dict(self._placements)
+
+    def hot_ids(self, table: str) -> torch.Tensor:
+        """Sorted hot ids (H,) int64 of logical table `table` (all N ids for an HBM table, none
+        for a UVM table), on the module's device."""
+        placement = self._placements[table]
+        if placement is Placement.SPLIT:
+            return self.remap.hot_ids(table)
+        n = next(t.num_embeddings for t in self._tables if t.name == table)
+        return torch.arange(n if placement is Placement.HBM else 0, device=self.device)
+
+    def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
+        bags = self.split_module.embedding_bags
+        out: dict[str, torch.Tensor | None] = {}
+        for t in self._tables:
+            parts = [of_param(bags[p].weight) for p in self._parts[t.name]]
+            if any(p is None for p in parts):
+                out[t.name] = None
+            elif len(parts) == 1:
+                out[t.name] = parts[0]
+            else:
+                out[t.name] = merge_rows(*parts, self.hot_ids(t.name))
+        return out
+
+    def logical_weights(self) -> dict[str, torch.Tensor]:
+        """Logical table name -> its (N, D) weights merged from the hot and cold parts (a copy
+        for split tables; the parameter itself, detached, for whole tables)."""
+        return self._merged(lambda w: w.detach())  # type: ignore[return-value]
+
+    def logical_grads(self) -> dict[str, torch.Tensor | None]:
+        """Like `logical_weights`, for the `.grad` of the inner parameters (None if absent)."""
+        return self._merged(lambda w: w.grad)
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pool `features` (logical keys; per key B samples, or VBE) into a KeyedTensor with the
+        logical embedding names in logical order, values (B, sum of D) float32."""
+        if self._validate_ids:
+            self.remap.validate(features)
+        pooled = self.split_module(self.remap(features)).to_dict()  # by name: sharded order differs
+        values = []
+        for _, parts in self._outputs:
+            v = pooled[parts[0]]
+            for p in parts[1:]:
+                v = v + pooled[p]
+            values.append(v)
+        return KeyedTensor(
+            keys=[name for name, _ in self._outputs],
+            length_per_key=self._dims,
+            values=torch.cat(values, dim=1),
+        )
+
+    @classmethod
+    def from_ebc(
+        cls,
+        ebc: EmbeddingBagCollection,
+        hot_ids: Mapping[str, HotIds],
+        *,
+        validate_ids: bool = True,
+    ) -> HotColdEmbeddingBagCollection:
+        """A hot/cold module with `ebc`'s tables, device, weighting and weights (copied)."""
+        module = cls(
+            ebc.embedding_bag_configs(),
+            hot_ids,
+            device=ebc.device,
+            is_weighted=ebc.is_weighted(),
+            validate_ids=validate_ids,
+        )
+        if ebc.device.type != "meta":
+            with torch.no_grad():
+                module.load_state_dict(ebc.state_dict())
+        return module

@@ -1,0 +1,378 @@
+"""Remap a KeyedJaggedTensor from logical tables to hot/cold split tables (pure tensor code).
+
+A feature `f` of a split logical table `T` (N rows, sorted hot ids `h`, H = len(h)) becomes two
+features of the output KJT, in this order, at the place `f` had:
+
+* `f__hot`:  the ids of `f` that are hot, each replaced by its hot slot `j` (`h[j] == v`), 0..H-1;
+* `f__cold`: the other ids, each replaced by its compact cold index `v - #(h < v)`, 0..N-H-1.
+
+One `torch.searchsorted(h, v)` gives `pos = #(h < v)`, hence both the slot (`pos` when
+`h[pos] == v`) and the cold index (`v - pos`). Each sample keeps its bag: sample `b` of `f__hot`
+holds the hot ids of sample `b` of `f`, in their original order; likewise for `f__cold`. Per-id
+weights travel with their ids. Features of tables that are not split pass through unchanged.
+
+Memory and sync: everything runs on the device of the KJT's values. The remap is a fixed number
+of vectorised ops over all ids of all features at once (no Python loop over ids or features, no
+host sync): all split tables' hot ids live in one sorted int64 buffer (8 bytes per hot row), table
+`t` shifted by a base offset (the sum of the row counts of the split tables before it), so one
+searchsorted serves every feature. On CPU, where torch's searchsorted costs ~200 ns per id, a
+dense rank table (4 bytes per row of the split tables, host memory) replaces it by two gathers
+with the same result. Only small per-row index tensors are built on the host, from the KJT's
+host-side strides, and cached per (keys, strides) layout (copied to an accelerator through pinned
+memory, without blocking). `torch.ops.fbgemm.masked_select_jagged_1d` would also split the values,
+but its output size depends on the data (a host sync on CUDA); here the destination of every id is
+computed directly, since the output holds exactly as many ids as the input.
+
+MEAN pooling: features listed in `mean_features` additionally get per-id weights `1 / L` (times
+their own weight, if the KJT is weighted), where `L` is the sample's length before the split, so a
+SUM lookup of the two halves yields the mean of the logical bag (an empty bag has no ids: 0).
+Per id this is the arithmetic of `nn.EmbeddingBag(mode="mean")`'s CPU backward (gradient row +=
+float(1/L) * grad, one fused multiply-add) and of FBGEMM 1.8's CPU MEAN TBE (forward and SGD update
+measured bit-identical to a weighted SUM TBE with these weights). Dividing the pooled sum by `L`
+instead is mathematically the same but rounds differently (1 ulp in the gradient).
+
+Variable batch size per feature (VBE: `stride_per_key_per_rank`, optional `inverse_indices`) is
+passed through: both halves of `f` get `f`'s strides and inverse indices. An unsharded TorchRec
+`EmbeddingBagCollection` accepts such a KJT on CPU (it expands pooled outputs by the inverse
+indices), and so does the remap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+
+import torch
+import torch.nn.functional as F
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
+
+_LAYOUT_CACHE_SIZE = 16
+
+
+def cold_mask(hot_ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
+    """(num_embeddings,) bool: True for rows that are not in `hot_ids`."""
+    mask = torch.ones(num_embeddings, dtype=torch.bool, device=hot_ids.device)
+    mask[hot_ids] = False
+    return mask
+
+
+def split_rows(full: torch.Tensor, hot_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a logical (N, ...) tensor into its hot rows (H, ...) and cold rows (N - H, ...),
+    in hot-slot and compact-cold-index order."""
+    hot_ids = hot_ids.to(full.device)
+    return full[hot_ids], full[cold_mask(hot_ids, full.shape[0])]
+
+
+def merge_rows(hot: torch.Tensor, cold: torch.Tensor, hot_ids: torch.Tensor) -> torch.Tensor:
+    """Inverse of `split_rows`: the logical (H + C, ...) tensor from hot (H, ...) and cold
+    (C, ...) rows."""
+    n = hot.shape[0] + cold.shape[0]
+    hot_ids = hot_ids.to(hot.device)
+    out = hot.new_empty((n, *hot.shape[1:]))
+    out[hot_ids] = hot
+    out[cold_mask(hot_ids, n)] = cold
+    return out
+
+
+def _complete_cumsum(t: torch.Tensor) -> torch.Tensor:
+    """(n,) -> (n + 1,) int64 inclusive cumsum with a leading 0."""
+    return F.pad(torch.cumsum(t, 0), (1, 0))
+
+
+def _host_tensor(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = torch.tensor(data, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Index tensors for one (keys, strides) input layout. R = input rows (sum of strides),
+    R' = output rows, F = input keys."""
+
+    keys: list[str]  # output keys
+    key_of_row: torch.Tensor  # (R,) int64: input key index of each input row
+    first_row: torch.Tensor  # (R,) int64: output row of the hot (or pass-through) half
+    second_row: torch.Tensor  # (R,) int64: output row of the cold half (= first_row if unsplit)
+    stream_rows: torch.Tensor  # (R',) int64: index into cat(first_lengths, second_lengths)
+    key_source: torch.Tensor  # (F',) int64: input key index of each output key
+    is_split: torch.Tensor  # (F,) bool
+    id_base: torch.Tensor  # (F,) int64: offset of the key's table in the merged hot-id buffer
+    hot_start: torch.Tensor  # (F,) int64: first position of the table's ids in that buffer
+    is_mean: torch.Tensor  # (F,) bool: ids get weight 1 / L
+    num_embeddings: torch.Tensor  # (F,) int64: table rows (-1: unknown key, not validated)
+    any_split: bool
+    any_mean: bool
+    spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
+
+
+class KJTRemapper(torch.nn.Module):
+    """Turns a KJT of logical features into the KJT of their hot/cold split features.
+
+    Args:
+        table_of_feature: feature name -> logical table name, for every feature of the logical
+            tables (features of other tables pass through and are not validated).
+        num_embeddings: logical table name -> N (rows).
+        hot_ids: split table name -> its sorted, unique int64 hot ids (H,), 0 < H < N. Tables not
+            in this mapping are not split.
+        mean_features: features whose ids get weight 1 / L (see module docstring).
+        cpu_rank_table: on CPU, find hot slots / cold indices with a dense rank table (4 bytes
+            per row of the split tables, host memory, built on first CPU use) instead of
+            searchsorted, whose CPU kernel costs ~200 ns per id (~20x slower). Same results.
+
+    The hot ids are kept in one non-persistent buffer (not in any state dict); `.to(device)` moves
+    them with the module.
+    """
+
+    def __init__(
+        self,
+        table_of_feature: Mapping[str, str],
+        num_embeddings: Mapping[str, int],
+        hot_ids: Mapping[str, torch.Tensor],
+        mean_features: Collection[str] = (),
+        cpu_rank_table: bool = True,
+    ) -> None:
+        super().__init__()
+        self._use_cpu_rank = cpu_rank_table
+        self._cpu_rank: torch.Tensor | None = None
+        self._table_of_feature = dict(table_of_feature)
+        self._num_embeddings = {t: int(n) for t, n in num_embeddings.items()}
+        self._mean_features = frozenset(mean_features)
+        base, start = 0, 0
+        self._id_base: dict[str, int] = {}
+        self._hot_span: dict[str, tuple[int, int]] = {}
+        shifted = []
+        for table, ids in hot_ids.items():
+            ids = torch.as_tensor(ids, dtype=torch.int64).detach().cpu()
+            shifted.append(ids + base)
+            self._id_base[table] = base
+            self._hot_span[table] = (start, start + ids.numel())
+            base += self._num_embeddings[table]
+            start += ids.numel()
+        self._total_rows = base
+        merged = torch.cat(shifted) if shifted else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("_hot_merged", merged, persistent=False)
+        self._layouts: OrderedDict[tuple, _Layout] = OrderedDict()
+
+    def hot_ids(self, table: str) -> torch.Tensor:
+        """The sorted hot ids (H,) int64 of split table `table`, on the module's device."""
+        start, end = self._hot_span[table]
+        return self._hot_merged[start:end] - self._id_base[table]
+
+    def split_tables(self) -> list[str]:
+        return list(self._hot_span)
+
+    def _is_split(self, key: str) -> bool:
+        return self._table_of_feature.get(key) in self._hot_span
+
+    def _layout(self, kjt: KeyedJaggedTensor) -> _Layout:
+        keys = kjt.keys()
+        vbe = kjt.variable_stride_per_key()
+        strides = kjt.stride_per_key()
+        spkpr = kjt.stride_per_key_per_rank() if vbe else None
+        device = kjt.values().device
+        cache_key = (tuple(keys), tuple(strides), tuple(map(tuple, spkpr or ())), device)
+        layout = self._layouts.get(cache_key)
+        if layout is not None:
+            self._layouts.move_to_end(cache_key)
+            return layout
+
+        out_keys, key_source, out_spkpr = [], [], []
+        key_of_row, first_row, second_row, stream_rows = [], [], [], []
+        n_rows, in_row, out_row = sum(strides), 0, 0
+        for k, (key, stride) in enumerate(zip(keys, strides, strict=True)):
+            rows_in = list(range(in_row, in_row + stride))
+            first = list(range(out_row, out_row + stride))
+            key_of_row += [k] * stride
+            first_row += first
+            if self._is_split(key):
+                second = [r + stride for r in first]
+                stream_rows += rows_in + [n_rows + r for r in rows_in]
+                out_keys += [key + HOT_SUFFIX, key + COLD_SUFFIX]
+                key_source += [k, k]
+                out_row += 2 * stride
+            else:
+                second = first
+                stream_rows += rows_in
+                out_keys.append(key)
+                key_source.append(k)
+                out_row += stride
+            second_row += second
+            if spkpr is not None:
+                out_spkpr += [spkpr[k]] * (len(out_keys) - len(out_spkpr))
+            in_row += stride
+
+        tables = [self._table_of_feature.get(key) for key in keys]
+        i64 = torch.int64
+        layout = _Layout(
+            keys=out_keys,
+            key_of_row=_host_tensor(key_of_row, i64, device),
+            first_row=_host_tensor(first_row, i64, device),
+            second_row=_host_tensor(second_row, i64, device),
+            stream_rows=_host_tensor(stream_rows, i64, device),
+            key_source=_host_tensor(key_source, i64, device),
+            is_split=_host_tensor([self._is_split(k) for k in keys], torch.bool, device),
+            id_base=_host_tensor([self._id_base.get(t, 0) for t in tables], i64, device),
+            hot_start=_host_tensor([self._hot_span.get(t, (0, 0))[0] for t in tables], i64, device),
+            is_mean=_host_tensor([k in self._mean_features for k in keys], torch.bool, device),
+            num_embeddings=_host_tensor(
+                [self._num_embeddings.get(t, -1) if t else -1 for t in tables], i64, device
+            ),
+            any_split=any(self._is_split(k) for k in keys),
+            any_mean=any(k in self._mean_features for k in keys),
+            spkpr=out_spkpr if spkpr is not None else None,
+        )
+        self._layouts[cache_key] = layout
+        if len(self._layouts) > _LAYOUT_CACHE_SIZE:
+            self._layouts.popitem(last=False)
+        return layout
+
+    def validate(self, kjt: KeyedJaggedTensor) -> None:
+        """Raise ValueError naming the feature, table and value of the first id of a known
+        feature that is < 0 or >= its table's num_embeddings. Syncs with the host once."""
+        layout = self._layout(kjt)
+        values = kjt.values()
+        if values.numel() == 0:
+            return
+        row = torch.repeat_interleave(
+            torch.arange(layout.key_of_row.numel(), device=values.device),
+            kjt.lengths().long(),
+            output_size=values.numel(),
+        )
+        key = layout.key_of_row.index_select(0, row)
+        v = values.long()
+        n = layout.num_embeddings.index_select(0, key)
+        bad = (n >= 0) & ((v < 0) | (v >= n))
+        if not bool(bad.any()):
+            return
+        i = int(torch.nonzero(bad)[0, 0])
+        feature = kjt.keys()[int(key[i])]
+        table = self._table_of_feature[feature]
+        raise ValueError(
+            f"feature {feature!r} (table {table!r}): id {int(v[i])} outside "
+            f"[0, {self._num_embeddings[table]})"
+        )
+
+    def _rank_table(self) -> torch.Tensor:
+        """(M + 1,) int32/int64 CPU tensor, M = total rows of the split tables: entry g is the
+        number of merged hot ids < g. Built on first use, 4 bytes per row (8 beyond 2^31 hot)."""
+        if self._cpu_rank is None:
+            hot = self._hot_merged.cpu()
+            dtype = torch.int32 if hot.numel() < 2**31 else torch.int64
+            indicator = torch.zeros(self._total_rows + 1, dtype=dtype)
+            indicator[hot + 1] = 1
+            self._cpu_rank = torch.cumsum(indicator, 0, dtype=dtype)
+        return self._cpu_rank
+
+    def _rank(self, merged_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n,) int64 merged ids -> ((n,) int64 #(merged hot ids < id), (n,) bool id is hot).
+        CPU with `cpu_rank_table`: two gathers from `_rank_table`; else one searchsorted."""
+        if merged_ids.device.type == "cpu" and self._use_cpu_rank:
+            rank = self._rank_table()
+            at = merged_ids.clamp(0, rank.numel() - 2)
+            below = rank.index_select(0, at)
+            return below.long(), rank.index_select(0, at + 1) > below
+        hot = self._hot_merged.to(merged_ids.device)
+        pos = torch.searchsorted(hot, merged_ids)
+        return pos, hot.index_select(0, pos.clamp(max=hot.numel() - 1)) == merged_ids
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """The split KJT (see module docstring); `kjt` itself when no key is split or MEAN.
+        Ids must be valid (see `validate`): an out-of-range id may alias another table's row."""
+        layout = self._layout(kjt)
+        if not (layout.any_split or layout.any_mean):
+            return kjt
+        values = kjt.values()
+        lengths = kjt.lengths().long()
+        weights = kjt.weights_or_none()
+        device = values.device
+        n_ids, n_rows = values.numel(), lengths.numel()
+        ids = torch.arange(n_ids, device=device)
+        row = torch.repeat_interleave(
+            torch.arange(n_rows, device=device), lengths, output_size=n_ids
+        )
+        key = layout.key_of_row.index_select(0, row)
+
+        if layout.any_mean:
+            inv_len = (1.0 / lengths.float()).index_select(0, row)
+            inv_len = torch.where(layout.is_mean.index_select(0, key), inv_len, 1.0)
+            weights = inv_len if weights is None else weights * inv_len
+
+        if not layout.any_split:
+            out_values, out_weights, out_lengths = values, weights, kjt.lengths()
+        else:
+            v = values.long()
+            split = layout.is_split.index_select(0, key)
+            pos_merged, hot = self._rank(v + layout.id_base.index_select(0, key))
+            pos = pos_merged - layout.hot_start.index_select(0, key)  # #(table's hot ids < v)
+            hot = hot & split
+            first = hot | ~split  # goes to the hot half, or passes through
+            new_values = torch.where(split, torch.where(hot, pos, v - pos), v).to(values.dtype)
+
+            offsets = _complete_cumsum(lengths)  # (R + 1,)
+            first_before = _complete_cumsum(first.long())  # (n + 1,): #first ids before i
+            first_at_row = first_before.index_select(0, offsets)  # (R + 1,)
+            first_len = first_at_row[1:] - first_at_row[:-1]
+            second_len = lengths - first_len
+            out_len = torch.cat([first_len, second_len]).index_select(0, layout.stream_rows)
+            out_offsets = _complete_cumsum(out_len)
+            # destination of id i = start of its output row + its rank among its half's ids
+            first_base = out_offsets.index_select(0, layout.first_row) - first_at_row[:-1]
+            second_base = out_offsets.index_select(0, layout.second_row) - (
+                offsets[:-1] - first_at_row[:-1]
+            )
+            c = first_before[:-1]
+            dest = torch.where(
+                first,
+                first_base.index_select(0, row) + c,
+                second_base.index_select(0, row) + ids - c,
+            )
+            perm = torch.empty_like(dest).index_copy_(0, dest, ids)  # output slot -> input id
+            out_values = new_values.index_select(0, perm)
+            out_weights = None if weights is None else weights.index_select(0, perm)
+            out_lengths = out_len.to(kjt.lengths().dtype)
+
+        inverse = kjt.inverse_indices_or_none()
+        if inverse is not None:
+            inverse = (layout.keys, inverse[1][layout.key_source])
+        return KeyedJaggedTensor(
+            keys=layout.keys,
+            values=out_values,
+            weights=out_weights,
+            lengths=out_lengths,
+            stride=None if layout.spkpr is not None else kjt.stride(),
+            stride_per_key_per_rank=layout.spkpr,
+            inverse_indices=inverse,
+        )
+
+
+def remap_kjt(
+    kjt: KeyedJaggedTensor,
+    hot_ids: Mapping[str, torch.Tensor],
+    num_embeddings: Mapping[str, int],
+) -> KeyedJaggedTensor:
+    """One-off remap: `hot_ids[f]` (sorted int64, 0 < H < N) and `num_embeddings[f]` (N) per
+    split feature `f`; other features pass through. For repeated use build a `KJTRemapper`."""
+    remapper = KJTRemapper(
+        table_of_feature={f: f for f in num_embeddings},
+        num_embeddings=num_embeddings,
+        hot_ids={f: hot_ids[f] for f in hot_ids},
+    )
+    return remapper(kjt)
+
+
+def validate_ids(
+    kjt: KeyedJaggedTensor,
+    num_embeddings: Mapping[str, int],
+    table_of_feature: Mapping[str, str] | None = None,
+) -> None:
+    """Raise ValueError (naming feature, table and value) if an id of a feature is < 0 or >= its
+    table's row count. `num_embeddings`: table name -> N; `table_of_feature`: feature name ->
+    table name (default: each key of `num_embeddings` is a feature with a table of its own).
+    Features not in `table_of_feature` are not checked. Syncs with the host once."""
+    table_of_feature = table_of_feature or {f: f for f in num_embeddings}
+    KJTRemapper(table_of_feature, num_embeddings, {}).validate(kjt)
