@@ -57,8 +57,9 @@ class HotPlanner:
         batch_size: per-rank batch size TorchRec's estimators assume.
         optimizer_class: the fused optimizer that will train the tables (its state is charged).
         reservation_percentage: share of HBM TorchRec's storage reservation keeps back.
-        sharding_types: sharding types allowed for the split tables (default: table-wise and
-            row-wise on CUDA, table-wise on CPU).
+        sharding_types: sharding types allowed for hot (and whole) tables (default: table-wise
+            and row-wise on CUDA, table-wise on CPU).
+        cold_sharding_types: sharding types allowed for cold halves (default: `sharding_types`).
         compare_with_stock: also plan the unsplit tables with stock TorchRec for the report.
     """
 
@@ -71,6 +72,7 @@ class HotPlanner:
         optimizer_class: type[torch.optim.Optimizer] | None = None,
         reservation_percentage: float = 0.15,
         sharding_types: Sequence[str] | None = None,
+        cold_sharding_types: Sequence[str] | None = None,
         compare_with_stock: bool = True,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
@@ -83,6 +85,7 @@ class HotPlanner:
         cuda = topology.compute_device != "cpu"
         default_types = ["table_wise", "row_wise"] if cuda else ["table_wise"]
         self.sharding_types = list(sharding_types or default_types)
+        self.cold_sharding_types = list(cold_sharding_types or self.sharding_types)
         self.compare_with_stock = compare_with_stock
 
     def plan(
@@ -286,8 +289,9 @@ class HotPlanner:
                 share = 1.0 - tp.hot_lookup_share if cold else tp.hot_lookup_share
                 if tp.placement is not Placement.SPLIT:
                     share = 1.0
+                types = self.cold_sharding_types if cold else self.sharding_types
                 constraints[part.name] = ParameterConstraints(
-                    sharding_types=["row_wise"] if part.name in row_wise else self.sharding_types,
+                    sharding_types=["row_wise"] if part.name in row_wise else types,
                     compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
                     pooling_factors=[max(pooling[config.name] * share, 1e-3)]
                     * len(part.feature_names),

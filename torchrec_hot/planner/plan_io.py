@@ -110,6 +110,23 @@ def sharding_plan_from_dict(d: Mapping[str, Mapping[str, Any]]) -> ShardingPlan:
     )
 
 
+def retarget_sharding_plan(plan: ShardingPlan, device_type: str) -> ShardingPlan:
+    """A copy of `plan` whose shards are placed on `device_type` ("cpu": `rank:i/cpu`; "cuda":
+    `rank:i/cuda:i` with local device = rank). Kernels are kept: TorchRec runs `fused_uvm`
+    shards from host memory on CPU. Lets CPU machines run plans made for CUDA topologies."""
+
+    def place(rank: int) -> str:
+        return f"rank:{rank}/cpu" if device_type == "cpu" else f"rank:{rank}/{device_type}:{rank}"
+
+    doc = sharding_plan_to_dict(plan)
+    for module in doc.values():
+        for p in module.values():
+            for shard in p["shards"] or []:
+                rank = int(shard["placement"].split("/")[0].split(":")[1])
+                shard["placement"] = place(rank)
+    return sharding_plan_from_dict(doc)
+
+
 def shard_rows_per_rank(ps: ParameterSharding, num_rows: int, dim: int, world_size: int):
     """Yields (rank, rows x columns as a fraction of a full row count) for every shard of a
     parameter: `(rank, rows * cols / dim)`, i.e. the shard's size in full-width rows.

@@ -237,6 +237,10 @@ class HotColdEmbeddingBagCollection(nn.Module):
         """The LOGICAL table configs (as given, feature names filled in as TorchRec does)."""
         return self._tables
 
+    def split_table_names(self, table: str) -> list[str]:
+        """Names of the inner tables holding logical `table`: [T__hot, T__cold] or [T]."""
+        return list(self._parts[table])
+
     def placements(self) -> dict[str, Placement]:
         """Logical table name -> SPLIT / HBM (whole, all hot) / UVM (whole, all cold)."""
         return dict(self._placements)
