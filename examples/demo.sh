@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: profile a Criteo-Kaggle-shaped workload, plan it for 8 GPUs, print the report.
+# `make demo`: profile -> plan -> report for 8 GPUs, then 2-rank CPU training, hot/cold vs stock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -7,12 +7,25 @@ OUT=${OUT:-out/demo}
 mkdir -p "$OUT"
 export PYTHONWARNINGS=ignore TORCH_CPP_LOG_LEVEL=ERROR
 
-echo "== 1/2 profile: 200 batches x 8192 samples of Zipf(1.05) ids over the 26 Criteo Kaggle tables"
+echo "== 1/4 profile: 200 batches x 8192 samples of Zipf(1.05) ids over the 26 Criteo Kaggle tables"
 "$BIN/torchrec-hot" profile --synthetic criteo-kaggle --alpha 1.05 --batches 200 \
-    --batch-size 8192 --embedding-dim 128 --out "$OUT/profile.npz"
+    --batch-size 8192 --embedding-dim 128 --out "$OUT/kaggle.npz"
 
-echo "== 2/2 plan: 8 x CUDA GPUs, 128 MiB of HBM per GPU for embedding rows, row-wise Adagrad"
-"$BIN/torchrec-hot" plan --profile "$OUT/profile.npz" --world-size 8 --hbm-gb 0.125 \
+echo "== 2/4 plan: 8 x CUDA GPUs, 128 MiB of HBM per GPU for embedding rows, row-wise Adagrad"
+"$BIN/torchrec-hot" plan --profile "$OUT/kaggle.npz" --world-size 8 --hbm-gb 0.125 \
     --compute-device cuda --batch-size 8192 --optimizer rowwise_adagrad \
-    --module-path sparse_arch.embedding_bag_collection --out "$OUT/plan.json"
-echo "plan and hot ids written to $OUT/ (torchrec-hot report $OUT/plan.json prints it again)"
+    --module-path model.sparse_arch.embedding_bag_collection --out "$OUT/plan_8gpu.json"
+
+echo "== 3/4 profile + plan a 1%-scale Criteo Kaggle DLRM (dim 16) for 2 CPU ranks"
+"$BIN/torchrec-hot" profile --synthetic criteo-kaggle --scale 0.01 --alpha 1.05 --batches 50 \
+    --batch-size 1024 --embedding-dim 16 --seed 1 --out "$OUT/small.npz"
+"$BIN/torchrec-hot" plan --profile "$OUT/small.npz" --world-size 2 --hbm-gb 0.002 \
+    --compute-device cpu --batch-size 256 --no-stock \
+    --module-path model.sparse_arch.embedding_bag_collection --out "$OUT/plan_2cpu.json" \
+    > "$OUT/plan_2cpu.txt"
+echo "plan written to $OUT/plan_2cpu.json (report: $OUT/plan_2cpu.txt)"
+
+echo "== 4/4 train DLRM on 2 gloo ranks, 300 steps: stock TorchRec, then hot/cold, same batches"
+"$BIN/torchrun" --nproc_per_node 2 --log-dir "$OUT/torchrun" --redirects 0:0,1:3 \
+    examples/train_dlrm.py --plan "$OUT/plan_2cpu.json" --compare --steps 300 \
+    --batch-size 256 2> "$OUT/train.stderr" | grep -v "^\[" | sed -n '/^2 ranks/,$p'

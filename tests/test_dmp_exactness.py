@@ -8,6 +8,8 @@ the weights and optimizer state after 20 steps must be bit-identical (forward wi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.modules.embedding_configs import PoolingType
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -48,7 +51,8 @@ def _tables(rng: np.random.Generator) -> list[EmbeddingBagConfig]:
             for i, (n, d) in enumerate(zip(sizes, dims, strict=True))]
 
 
-def _batch(tables, rng: np.random.Generator, batch: int = 8) -> KeyedJaggedTensor:
+def _batch(tables, rng: np.random.Generator, batch: int = 8,
+           weighted: bool = False) -> KeyedJaggedTensor:
     lengths = rng.integers(0, 4, size=batch * len(tables))
     values = []
     for i, t in enumerate(tables):
@@ -59,6 +63,8 @@ def _batch(tables, rng: np.random.Generator, batch: int = 8) -> KeyedJaggedTenso
         keys=[t.feature_names[0] for t in tables],
         values=torch.from_numpy(np.concatenate(values).astype(np.int64)),
         lengths=torch.from_numpy(lengths.astype(np.int32)),
+        weights=torch.from_numpy(rng.random(int(lengths.sum())).astype(np.float32))
+        if weighted else None,
     )
 
 
@@ -77,16 +83,17 @@ def _hot_plan(tables, sharding: str, seed: int):
 
 
 class _Model(nn.Module):
-    def __init__(self, tables) -> None:
+    def __init__(self, tables, weighted: bool = False) -> None:
         super().__init__()
-        self.ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
+        self.ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"),
+                                          is_weighted=weighted)
 
     def forward(self, kjt: KeyedJaggedTensor):  # type: ignore[no-untyped-def]
         return self.ebc(kjt)
 
 
-def _model(tables, optimizer: str) -> nn.Module:
-    model = _Model(tables)
+def _model(tables, optimizer: str, weighted: bool = False) -> nn.Module:
+    model = _Model(tables, weighted)
     cls, kwargs = OPTIMIZERS[optimizer]
     apply_optimizer_in_backward(cls, model.ebc.parameters(), dict(kwargs))
     return model
@@ -172,10 +179,82 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
     return results
 
 
-@pytest.mark.multiprocess
-def test_two_rank_training_is_bit_identical_to_stock_torchrec():
+def _reference_worker(rank: int, world: int, seed: int) -> dict:
+    """MEAN pooling and weighted features under DMP against an unsharded EBC that trains on
+    both ranks' batches (SGD on the mean of the ranks' losses); plus a bad id, which must fail
+    before any lookup."""
+    results: dict = {}
+    for pooling, weighted in ((PoolingType.MEAN, False), (PoolingType.SUM, True)):
+        rng = np.random.default_rng([seed, 99, int(weighted)])
+        tables = [dataclasses.replace(t, pooling=pooling) for t in _tables(rng)]
+        weights = {f"ebc.embedding_bags.{t.name}.weight":
+                   torch.from_numpy(rng.standard_normal((t.num_embeddings, t.embedding_dim))
+                                    .astype(np.float32)) for t in tables}
+        plan, sharding_plan = _hot_plan(tables, "table_wise", seed)
+        hot = DistributedModelParallel(apply_hot_plan(_model(tables, "sgd", weighted), plan),
+                                       plan=sharding_plan, device=torch.device("cpu"))
+        load_logical_state_dict(hot, weights)
+        reference = EmbeddingBagCollection(tables=tables, is_weighted=weighted)
+        reference.load_state_dict({k.removeprefix("ebc."): v for k, v in weights.items()})
+        ref_opt = torch.optim.SGD(reference.parameters(), lr=OPTIMIZERS["sgd"][1]["lr"])
+        keys = [t.feature_names[0] for t in tables]
+        forward_diff = 0.0
+        for step in range(5):
+            ref_loss = torch.zeros(())
+            for r in range(world):  # the reference sees every rank's batch
+                rng_r = np.random.default_rng([seed, step, r, 7])
+                kjt = _batch(tables, rng_r, weighted=weighted)
+                ref = reference(kjt).to_dict()
+                ref_values = torch.cat([ref[k] for k in keys], dim=1)
+                g = torch.from_numpy(rng_r.standard_normal(tuple(ref_values.shape))
+                                     .astype(np.float32))
+                ref_loss = ref_loss + (ref_values * g).sum()
+                if r == rank:
+                    out = hot(kjt).to_dict()
+                    values = torch.cat([out[k] for k in keys], dim=1)
+                    forward_diff = max(forward_diff, float((values - ref_values).abs().max()))
+                    (values * g).sum().backward()
+            # TorchRec averages embedding gradients over ranks (as DDP does for dense ones)
+            (ref_loss / world).backward()
+            ref_opt.step()
+            ref_opt.zero_grad()
+        trained = logical_state_dict(hot)
+        results[(pooling.value, weighted)] = {
+            "forward_diff": forward_diff,
+            "weight_diff": max(float((trained[f"ebc.{k}"] - v.detach()).abs().max())
+                               for k, v in reference.state_dict().items()),
+        }
+    # a bad id fails with its feature and value named, and changes nothing
+    before = logical_state_dict(hot)
+    bad = _batch(tables, np.random.default_rng([seed, 5]), weighted=True)
+    values = bad.values().clone()
+    values[0] = tables[0].num_embeddings + 5 if bad.lengths()[:8].sum() else values[0]
+    bad = KeyedJaggedTensor.from_lengths_sync(bad.keys(), values, bad.lengths(), bad.weights())
+    try:
+        hot(bad)
+        results["bad_id_error"] = None
+    except ValueError as e:
+        results["bad_id_error"] = str(e)
+    after = logical_state_dict(hot)
+    results["bad_id_unchanged"] = all(torch.equal(before[k], after[k]) for k in before)
+    results["bad_id_value"] = int(values[0])
+    return results
+
+
+def _all_cases(rank: int, world: int, seed: int) -> dict:
+    return {**_exactness_worker(rank, world, seed), **_reference_worker(rank, world, seed)}
+
+
+@pytest.fixture(scope="module")
+def two_rank_results() -> tuple[int, list[dict]]:
+    """One spawn of 2 gloo ranks runs every case (process start-up is most of the cost)."""
     seed = int(np.random.default_rng().integers(2**31))
-    per_rank = run_on_ranks(_exactness_worker, 2, seed)
+    return seed, run_on_ranks(_all_cases, 2, seed)
+
+
+@pytest.mark.multiprocess
+def test_two_rank_training_is_bit_identical_to_stock_torchrec(two_rank_results):
+    seed, per_rank = two_rank_results
     for case in CASES:
         for rank, results in enumerate(per_rank):
             r = results[case]
@@ -189,3 +268,22 @@ def test_two_rank_training_is_bit_identical_to_stock_torchrec():
                 assert r["optimizer_keys"], where
     for results in per_rank:
         assert results["checkpoint_hot_to_stock"] and results["checkpoint_stock_to_hot"]
+
+
+@pytest.mark.multiprocess
+def test_mean_pooling_and_weighted_features_match_an_unsharded_reference(two_rank_results):
+    seed, per_rank = two_rank_results
+    for rank, results in enumerate(per_rank):
+        for case in (("MEAN", False), ("SUM", True)):
+            r = results[case]
+            assert r["forward_diff"] <= 1e-6, (case, rank, seed, r)
+            assert r["weight_diff"] <= 1e-6, (case, rank, seed, r)
+
+
+@pytest.mark.multiprocess
+def test_out_of_range_id_fails_before_any_lookup_under_dmp(two_rank_results):
+    seed, per_rank = two_rank_results
+    for results in per_rank:
+        msg = results["bad_id_error"]
+        assert msg is not None and "'f0'" in msg and str(results["bad_id_value"]) in msg, msg
+        assert results["bad_id_unchanged"]

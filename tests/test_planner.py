@@ -12,6 +12,7 @@ from torchrec import EmbeddingBagConfig
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import ParameterConstraints
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.types import BoundsCheckMode
 from torchrec.optim import RowWiseAdagrad
 
 from torchrec_hot import (
@@ -128,6 +129,7 @@ def _check_plan_is_consistent(plan: HotPlan, tables) -> None:
             want = "fused" if hot or plan.compute_device == "cpu" else "fused_uvm"
             assert ps.compute_kernel == want
             assert ps.sharding_type != "data_parallel"
+            assert ps.bounds_check_mode == BoundsCheckMode.FATAL
             rows = tp.hot_rows if name.endswith("__hot") else (
                 t.num_embeddings - tp.hot_rows if name.endswith("__cold") else t.num_embeddings)
             for rank, full in shard_rows_per_rank(ps, rows, t.embedding_dim, world):

@@ -9,8 +9,17 @@ from torchrec_hot.planner import (
     make_topology,
 )
 from torchrec_hot.profile import PopularityProfile, ProfileFormatError, TableSpec
+from torchrec_hot.sharding import (
+    HotColdEmbeddingBagCollection,
+    apply_hot_plan,
+    load_logical_optimizer_state,
+    load_logical_state_dict,
+    logical_optimizer_state,
+    logical_state_dict,
+)
 
 __all__ = [
+    "HotColdEmbeddingBagCollection",
     "HotPlan",
     "HotPlanner",
     "PlanDoesNotFitError",
@@ -19,5 +28,10 @@ __all__ = [
     "ProfileFormatError",
     "TablePlan",
     "TableSpec",
+    "apply_hot_plan",
+    "load_logical_optimizer_state",
+    "load_logical_state_dict",
+    "logical_optimizer_state",
+    "logical_state_dict",
     "make_topology",
 ]

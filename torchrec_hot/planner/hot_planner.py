@@ -23,7 +23,7 @@ import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import ParameterSharding, ShardingPlan
+from torchrec.distributed.types import BoundsCheckMode, ParameterSharding, ShardingPlan
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
@@ -293,6 +293,8 @@ class HotPlanner:
                 constraints[part.name] = ParameterConstraints(
                     sharding_types=["row_wise"] if part.name in row_wise else types,
                     compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
+                    # FBGEMM fails on a bad id instead of clamping it to a wrong row
+                    bounds_check_mode=BoundsCheckMode.FATAL,
                     pooling_factors=[max(pooling[config.name] * share, 1e-3)]
                     * len(part.feature_names),
                 )

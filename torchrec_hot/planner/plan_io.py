@@ -52,7 +52,9 @@ def _parameter_to_dict(name: str, ps: ParameterSharding) -> dict[str, Any]:
         "cache_params": cache,
         "enforce_hbm": ps.enforce_hbm,
         "stochastic_rounding": ps.stochastic_rounding,
-        "bounds_check_mode": ps.bounds_check_mode.name if ps.bounds_check_mode else None,
+        "bounds_check_mode": (
+            ps.bounds_check_mode.name if ps.bounds_check_mode is not None else None
+        ),
     }
 
 

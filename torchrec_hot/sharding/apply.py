@@ -13,14 +13,18 @@ to the split tables too, so DMP builds the same fused optimizer for them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 from torchrec import EmbeddingBagCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.profile import TableSpec, table_differences
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
 from torchrec_hot.sharding.split import split_module_path
+
+if TYPE_CHECKING:  # the planner imports this package's naming; keep the import one-way
+    from torchrec_hot.planner.hot_plan import HotPlan
 
 
 def check_plan_matches(ebc: EmbeddingBagCollection, plan: HotPlan) -> None:

@@ -1,0 +1,210 @@
+"""Train TorchRec's DLRM on synthetic Criteo-shaped data, stock or hot/cold.
+
+    torchrun --nproc_per_node 2 examples/train_dlrm.py --stock
+    torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json
+    torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json --compare
+
+`--compare` trains stock TorchRec and then the hot/cold model on the same batches in one run and
+prints both throughputs and the largest difference between their final logical weights (0 when
+training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank). The plan's tables must
+be the model's: make it with
+`torchrec-hot plan ... --module-path model.sparse_arch.embedding_bag_collection`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec.datasets.utils import Batch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.types import ShardingPlan
+from torchrec.models.dlrm import DLRM, DLRMTrain
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from tqdm import tqdm
+
+from torchrec_hot import HotPlan, apply_hot_plan, make_topology
+from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.report import build_report, format_report
+from torchrec_hot.sharding.checkpoint import load_logical_state_dict, logical_state_dict
+
+MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
+DENSE_FEATURES = 13
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--plan", help="HotPlan JSON for the hot/cold model")
+    mode.add_argument("--stock", action="store_true", help="stock TorchRec only")
+    p.add_argument("--compare", action="store_true", help="with --plan: also train stock")
+    p.add_argument("--workload", default="criteo-kaggle")
+    p.add_argument("--scale", type=float, default=0.01, help="table sizes (stock mode)")
+    p.add_argument("--embedding-dim", type=int, default=16, help="(stock mode)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per rank per step")
+    p.add_argument("--alpha", type=float, default=1.05, help="Zipf exponent of the ids")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per rank on CPU")
+    p.add_argument("--weights-out", help="save the final logical state dict here (rank 0)")
+    args = p.parse_args(argv)
+    if args.compare and not args.plan:
+        p.error("--compare needs --plan")
+    return args
+
+
+def make_batches(tables: list[EmbeddingBagConfig], args: argparse.Namespace, rank: int,
+                 device: torch.device) -> list[Batch]:
+    """This rank's batches: Zipf ids (one per feature), Gaussian dense features, 0/1 labels."""
+    rng = np.random.default_rng([args.seed, rank])
+    sparse = zipf_batches(tables, args.steps, args.batch_size, args.alpha,
+                          seed=args.seed * 1000 + rank)
+    return [
+        Batch(
+            dense_features=torch.from_numpy(
+                rng.standard_normal((args.batch_size, DENSE_FEATURES)).astype(np.float32)),
+            sparse_features=kjt,
+            labels=torch.from_numpy(rng.integers(0, 2, args.batch_size).astype(np.float32)),
+        ).to(device)
+        for kjt in sparse
+    ]
+
+
+def build_model(tables: list[EmbeddingBagConfig], args: argparse.Namespace) -> nn.Module:
+    """DLRMTrain on the meta device for the tables, dense layers seeded identically on every
+    rank and in every mode; embeddings get row-wise Adagrad fused into the backward."""
+    torch.manual_seed(args.seed)
+    dim = tables[0].embedding_dim
+    ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
+    dlrm = DLRM(embedding_bag_collection=ebc, dense_in_features=DENSE_FEATURES,
+                dense_arch_layer_sizes=[64, dim], over_arch_layer_sizes=[64, 32, 1])
+    apply_optimizer_in_backward(RowWiseAdagrad, ebc.parameters(), {"lr": args.lr})
+    return DLRMTrain(dlrm)
+
+
+def stock_plan(model: nn.Module, tables, world: int, device: torch.device,
+               batch_size: int) -> ShardingPlan:
+    """TorchRec's own plan; data-parallel is excluded (those tables get no fused optimizer)."""
+    types = ["table_wise", "row_wise"] if device.type == "cuda" else ["table_wise"]
+    constraints = {t.name: ParameterConstraints(sharding_types=types) for t in tables}
+    planner = EmbeddingShardingPlanner(topology=make_topology(world, device.type),
+                                       batch_size=batch_size, constraints=constraints)
+    return planner.plan(model, [EmbeddingBagCollectionSharder()])
+
+
+def initial_embeddings(tables: list[EmbeddingBagConfig], seed: int) -> dict[str, torch.Tensor]:
+    """Logical embedding weights, the same on every rank and in every mode."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    return {f"{MODULE_PATH}.embedding_bags.{t.name}.weight":
+            (torch.rand(t.num_embeddings, t.embedding_dim, generator=gen) - 0.5) * 0.1
+            for t in tables}
+
+
+def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch],
+          init: dict[str, torch.Tensor], args: argparse.Namespace,
+          device: torch.device) -> tuple[float, dict[str, torch.Tensor], float]:
+    """Trains one model; returns (samples/s over all ranks, final logical state, last loss)."""
+    dmp = DistributedModelParallel(model, plan=plan, device=device)
+    state = logical_state_dict(dmp)
+    state.update(init)
+    load_logical_state_dict(dmp, state)
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+                                  lambda params: torch.optim.SGD(params, lr=args.lr))
+    optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
+    rank, world = dist.get_rank(), dist.get_world_size()
+    warmup = min(10, len(batches) // 4)
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=label, disable=rank != 0, file=sys.stderr)
+    for step, batch in enumerate(bar):
+        if step == warmup:
+            dist.barrier()
+            start = time.perf_counter()
+        loss, _ = dmp(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    dist.barrier()
+    seconds = time.perf_counter() - start
+    samples_per_s = (len(batches) - warmup) * args.batch_size * world / seconds
+    return samples_per_s, logical_state_dict(dmp), float(np.mean(losses[-20:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.getLogger("torchrec").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.threads)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+
+    hot_plan = HotPlan.from_json(args.plan) if args.plan else None
+    if hot_plan is not None:
+        if hot_plan.world_size != world:
+            raise SystemExit(f"the plan is for {hot_plan.world_size} ranks, torchrun gave {world}")
+        tables = hot_plan.logical_configs()
+    else:
+        tables = criteo_tables(args.workload, args.scale, args.embedding_dim)
+    batches = make_batches(tables, args, rank, device)
+    init = initial_embeddings(tables, args.seed)
+
+    results: dict[str, tuple[float, dict[str, torch.Tensor], float]] = {}
+    if args.stock or args.compare:
+        model = build_model(tables, args)
+        plan = stock_plan(model, tables, world, device, args.batch_size)
+        results["stock TorchRec"] = train("stock", model, plan, batches, init, args, device)
+    if hot_plan is not None:
+        if rank == 0:
+            print(format_report(build_report(hot_plan)), flush=True)
+        sharding_plan = hot_plan.sharding_plan
+        if device.type == "cpu" and hot_plan.compute_device != "cpu":
+            sharding_plan = retarget_sharding_plan(sharding_plan, "cpu")
+        model = apply_hot_plan(build_model(tables, args), hot_plan)
+        results["torchrec-hot"] = train("hot/cold", model, sharding_plan, batches, init, args,
+                                        device)
+    if rank == 0:
+        print(f"\n{world} ranks x {args.batch_size} samples/step, {args.steps} steps, "
+              f"{'cuda' if cuda else f'cpu, {args.threads} thread(s) per rank'}")
+        for name, (rate, _, loss) in results.items():
+            print(f"  {name:>15}: {rate:10,.0f} samples/s   final loss {loss:.5f}")
+        if len(results) == 2:
+            (s_rate, s_state, _), (h_rate, h_state, _) = results.values()
+            diff = max(float((s_state[k] - h_state[k]).abs().max()) for k in s_state)
+            print(f"  torchrec-hot / stock throughput: {h_rate / s_rate:.2f}x")
+            print(f"  max abs difference of the final logical weights: {diff:.3g}")
+        if args.weights_out:
+            _, state, _ = list(results.values())[-1]
+            Path(args.weights_out).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, args.weights_out)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
