@@ -60,6 +60,8 @@ class HotPlanner:
         sharding_types: sharding types allowed for hot (and whole) tables (default: table-wise
             and row-wise on CUDA, table-wise on CPU).
         cold_sharding_types: sharding types allowed for cold halves (default: `sharding_types`).
+        column_shard_dim: width of column-wise shards (TorchRec's `min_partition`; None: its
+            default).
         compare_with_stock: also plan the unsplit tables with stock TorchRec for the report.
     """
 
@@ -73,6 +75,7 @@ class HotPlanner:
         reservation_percentage: float = 0.15,
         sharding_types: Sequence[str] | None = None,
         cold_sharding_types: Sequence[str] | None = None,
+        column_shard_dim: int | None = None,
         compare_with_stock: bool = True,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
@@ -86,6 +89,7 @@ class HotPlanner:
         default_types = ["table_wise", "row_wise"] if cuda else ["table_wise"]
         self.sharding_types = list(sharding_types or default_types)
         self.cold_sharding_types = list(cold_sharding_types or self.sharding_types)
+        self.column_shard_dim = column_shard_dim
         self.compare_with_stock = compare_with_stock
 
     def plan(
@@ -293,6 +297,7 @@ class HotPlanner:
                 constraints[part.name] = ParameterConstraints(
                     sharding_types=["row_wise"] if part.name in row_wise else types,
                     compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
+                    min_partition=self.column_shard_dim,
                     # FBGEMM fails on a bad id instead of clamping it to a wrong row
                     bounds_check_mode=BoundsCheckMode.FATAL,
                     pooling_factors=[max(pooling[config.name] * share, 1e-3)]

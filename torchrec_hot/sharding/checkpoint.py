@@ -81,10 +81,39 @@ def _full(values: Mapping[str, torch.Tensor | ShardedTensor]) -> dict[str, torch
     return out
 
 
+def _merge_row_state(hot: torch.Tensor, cold: torch.Tensor, hot_ids: torch.Tensor) -> torch.Tensor:
+    """Optimizer state of a split table -> logical. State shaped like the weights (rows, D)
+    merges as rows; 1-D row-wise state is TorchRec's (rows * k,): one block of rows per column
+    shard (k = 1 unless column-wise), merged block by block."""
+    if hot.dim() > 1:
+        return merge_rows(hot, cold, hot_ids)
+    h = hot_ids.numel()
+    k = hot.numel() // h
+    c = cold.numel() // k
+    if hot.numel() != h * k or cold.numel() != c * k:
+        raise ValueError(
+            f"row-wise optimizer state of {hot.numel()} hot and {cold.numel()} cold entries "
+            f"does not split into {k} column shards: hot and cold halves are sharded differently"
+        )
+    return merge_rows(hot.reshape(k, h).T, cold.reshape(k, c).T, hot_ids).T.reshape(-1)
+
+
+def _split_row_state(
+    full: torch.Tensor, hot_ids: torch.Tensor, num_embeddings: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of `_merge_row_state`."""
+    if full.dim() > 1:
+        return split_rows(full, hot_ids)
+    k = full.numel() // num_embeddings
+    hot, cold = split_rows(full.reshape(k, num_embeddings).T, hot_ids)
+    return hot.T.reshape(-1), cold.T.reshape(-1)
+
+
 def _merge_split_tables(
     state: dict[str, torch.Tensor],
     model: nn.Module,
     key_of: Callable[[str, str], str],
+    merge: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = merge_rows,
 ) -> dict[str, torch.Tensor]:
     """Replaces each hot/cold module's split entries by logical ones. `key_of(prefix, table)`
     names an entry (weights or one optimizer state) of inner table `table`."""
@@ -98,7 +127,7 @@ def _merge_split_tables(
             merged = (
                 tensors[0]
                 if len(tensors) == 1
-                else merge_rows(tensors[0], tensors[1], module.hot_ids(t.name).cpu())
+                else merge(tensors[0], tensors[1], module.hot_ids(t.name).cpu())
             )
             state[key_of(prefix, t.name)] = merged
     return state
@@ -108,6 +137,7 @@ def _split_logical_tables(
     state: Mapping[str, torch.Tensor],
     model: nn.Module,
     key_of: Callable[[str, str], str],
+    row_state: bool = False,
 ) -> dict[str, torch.Tensor]:
     out = dict(state)
     for prefix, module in hot_cold_modules(model).items():
@@ -117,12 +147,19 @@ def _split_logical_tables(
                 continue
             full = out.pop(key)
             parts = module.split_table_names(t.name)
-            if tuple(full.shape[:1]) != (t.num_embeddings,):
+            rows = full.shape[0] if full.dim() > 1 or not row_state else full.numel()
+            if rows % t.num_embeddings or (full.dim() > 1 and rows != t.num_embeddings):
                 raise ValueError(
                     f"{key}: checkpoint has {tuple(full.shape)}, the table has "
                     f"{t.num_embeddings} rows"
                 )
-            halves = [full] if len(parts) == 1 else split_rows(full, module.hot_ids(t.name).cpu())
+            if len(parts) == 1:
+                halves = [full]
+            elif row_state:
+                halves = list(_split_row_state(full, module.hot_ids(t.name).cpu(),
+                                               t.num_embeddings))
+            else:
+                halves = list(split_rows(full, module.hot_ids(t.name).cpu()))
             for part, half in zip(parts, halves, strict=True):
                 out[key_of(f"{prefix}{SPLIT_MODULE_ATTR}.", part)] = half
     return out
@@ -166,7 +203,7 @@ def logical_optimizer_state(model: nn.Module) -> dict[str, dict[str, torch.Tenso
     out: dict[str, dict[str, torch.Tensor]] = {}
     for kind in sorted(kinds):
         of_kind = {k.split("/")[0]: v for k, v in tables.items() if k.endswith("/" + kind)}
-        merged = _merge_split_tables(of_kind, model, _weight_key)
+        merged = _merge_split_tables(of_kind, model, _weight_key, _merge_row_state)
         for weight_key, tensor in merged.items():
             table = weight_key.split("embedding_bags.")[1].rsplit(".weight", 1)[0]
             out.setdefault(weight_key, {})[f"{table}.{kind}"] = tensor
@@ -185,7 +222,8 @@ def load_logical_optimizer_state(
         for name, tensor in entry.items():
             by_kind.setdefault(name.split(".", 1)[1], {})[weight_key] = tensor
     for kind, tensors in by_kind.items():
-        for inner_key, full in _split_logical_tables(tensors, model, _weight_key).items():
+        split = _split_logical_tables(tensors, model, _weight_key, row_state=True)
+        for inner_key, full in split.items():
             table = inner_key.split("embedding_bags.")[1].rsplit(".weight", 1)[0]
             target = current["state"].get(inner_key, {}).get(f"{table}.{kind}")
             if target is None:
