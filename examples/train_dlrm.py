@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
 from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.report import build_report, format_report
 from torchrec_hot.sharding.checkpoint import load_logical_state_dict, logical_state_dict
+from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
@@ -64,10 +66,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank on CPU")
     p.add_argument("--weights-out", help="save the final logical state dict here (rank 0)")
+    p.add_argument("--checkpoint-dir", help="sharded checkpoints here; resume from the latest")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     args = p.parse_args(argv)
     if args.compare and not args.plan:
         p.error("--compare needs --plan")
     return args
+
+
+def init_distributed(backend: str) -> None:
+    """`init_process_group` with the store keys of each torchrun restart kept apart: after a
+    rank is killed and torchrun restarts the workers, the new group must not read addresses the
+    old workers left in the store (seen with gloo: "connectFullMesh ... Connection refused")."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group(backend)
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_store and rank == 0,
+                          timeout=timedelta(minutes=10), multi_tenant=not agent_store)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"dlrm/restart_{restart}", store),
+                            rank=rank, world_size=world)
 
 
 def make_batches(tables: list[EmbeddingBagConfig], args: argparse.Namespace, rank: int,
@@ -120,33 +141,45 @@ def initial_embeddings(tables: list[EmbeddingBagConfig], seed: int) -> dict[str,
 def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch],
           init: dict[str, torch.Tensor], args: argparse.Namespace,
           device: torch.device) -> tuple[float, dict[str, torch.Tensor], float]:
-    """Trains one model; returns (samples/s over all ranks, final logical state, last loss)."""
+    """Trains one model; returns (samples/s over all ranks, final logical state, last loss).
+    With --checkpoint-dir it resumes from the latest checkpoint (same batches, same order) and
+    saves one every --checkpoint-every steps."""
     dmp = DistributedModelParallel(model, plan=plan, device=device)
-    state = logical_state_dict(dmp)
-    state.update(init)
-    load_logical_state_dict(dmp, state)
+    ckpt = Path(args.checkpoint_dir) / label if args.checkpoint_dir else None
+    first = 0
+    if ckpt is not None and latest_checkpoint(ckpt) is not None:
+        first = load_checkpoint(dmp, ckpt)
+        if dist.get_rank() == 0:
+            print(f"[{label}] resumed from {latest_checkpoint(ckpt)} at step {first}",
+                  file=sys.stderr, flush=True)
+    else:
+        state = logical_state_dict(dmp)
+        state.update(init)
+        load_logical_state_dict(dmp, state)
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
                                   lambda params: torch.optim.SGD(params, lr=args.lr))
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
     rank, world = dist.get_rank(), dist.get_world_size()
-    warmup = min(10, len(batches) // 4)
+    warmup = first + min(10, (len(batches) - first) // 4)
     losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(batches, desc=label, disable=rank != 0, file=sys.stderr)
-    for step, batch in enumerate(bar):
+    bar = tqdm(range(first, len(batches)), desc=label, disable=rank != 0, file=sys.stderr)
+    for step in bar:
         if step == warmup:
             dist.barrier()
             start = time.perf_counter()
-        loss, _ = dmp(batch)
+        loss, _ = dmp(batches[step])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if ckpt is not None and (step + 1) % args.checkpoint_every == 0:
+            save_checkpoint(dmp, ckpt, step=step + 1)
     dist.barrier()
     seconds = time.perf_counter() - start
-    samples_per_s = (len(batches) - warmup) * args.batch_size * world / seconds
+    samples_per_s = (len(batches) - warmup) * args.batch_size * world / max(seconds, 1e-9)
     return samples_per_s, logical_state_dict(dmp), float(np.mean(losses[-20:]))
 
 
@@ -161,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(args.threads)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    init_distributed("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 
     hot_plan = HotPlan.from_json(args.plan) if args.plan else None
@@ -186,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cpu" and hot_plan.compute_device != "cpu":
             sharding_plan = retarget_sharding_plan(sharding_plan, "cpu")
         model = apply_hot_plan(build_model(tables, args), hot_plan)
-        results["torchrec-hot"] = train("hot/cold", model, sharding_plan, batches, init, args,
+        results["torchrec-hot"] = train("hot_cold", model, sharding_plan, batches, init, args,
                                         device)
     if rank == 0:
         print(f"\n{world} ranks x {args.batch_size} samples/step, {args.steps} steps, "

@@ -162,6 +162,20 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             and all(torch.equal(o_stock[k][n], o_hot[k][n]) for k in o_stock for n in o_stock[k]),
         }
         if optimizer == "rowwise_adagrad" and sharding == "table_wise":
+            # a step whose batch has an out-of-range id fails and changes nothing
+            bad = _batch(tables, np.random.default_rng([seed, 77, rank]))
+            values = bad.values().clone()
+            values[-1] = -3
+            bad = KeyedJaggedTensor.from_lengths_sync(bad.keys(), values, bad.lengths())
+            try:
+                hot(bad)
+                results["bad_step_error"] = None
+            except ValueError as e:
+                results["bad_step_error"] = str(e)
+            w_after, o_after = logical_state_dict(hot), logical_optimizer_state(hot)
+            results["bad_step_unchanged"] = all(
+                torch.equal(w_after[k], w_hot[k]) for k in w_hot) and all(
+                torch.equal(o_after[k][n], o_hot[k][n]) for k in o_hot for n in o_hot[k])
             # checkpoint round trip: hot/cold -> stock (weights + optimizer) -> identical
             fresh = _model(tables, optimizer)
             fresh_dmp = DistributedModelParallel(fresh, plan=_stock_plan(fresh, tables, sharding),
@@ -275,6 +289,8 @@ def test_two_rank_training_is_bit_identical_to_stock_torchrec(two_rank_results):
                 assert r["optimizer_keys"], where
     for results in per_rank:
         assert results["checkpoint_hot_to_stock"] and results["checkpoint_stock_to_hot"]
+        assert "id -3" in results["bad_step_error"], results["bad_step_error"]
+        assert results["bad_step_unchanged"]
 
 
 @pytest.mark.multiprocess
