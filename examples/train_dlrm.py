@@ -4,6 +4,9 @@
     torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json
     torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json --compare
 
+`--replan-every N` counts the ids trained on (on the input's device) and every N steps moves
+the hot rows to the N steps' most used ids, rows and optimizer state migrating in memory; the
+logical model is unchanged, so `--compare` still finds the weights identical.
 `--compare` trains stock TorchRec and then the hot/cold model on the same batches in one run and
 prints both throughputs and the largest difference between their final logical weights (0 when
 training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank). The plan's tables must
@@ -42,9 +45,16 @@ from tqdm import tqdm
 from torchrec_hot import HotPlan, apply_hot_plan, make_topology
 from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
 from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.planner.rehot import rehot_plan
 from torchrec_hot.report import build_report, format_report
-from torchrec_hot.sharding.checkpoint import load_logical_state_dict, logical_state_dict
+from torchrec_hot.sharding.checkpoint import (
+    hot_cold_modules,
+    load_logical_state_dict,
+    logical_state_dict,
+)
 from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_hot.sharding.migrate import replan
+from torchrec_hot.sharding.online import OnlineCounter
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
@@ -68,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights-out", help="save the final logical state dict here (rank 0)")
     p.add_argument("--checkpoint-dir", help="sharded checkpoints here; resume from the latest")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    p.add_argument("--replan-every", type=int, default=0,
+                   help="every N steps, move the hot rows to the ids trained most in those steps")
     args = p.parse_args(argv)
     if args.compare and not args.plan:
         p.error("--compare needs --plan")
@@ -140,7 +152,8 @@ def initial_embeddings(tables: list[EmbeddingBagConfig], seed: int) -> dict[str,
 
 def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch],
           init: dict[str, torch.Tensor], args: argparse.Namespace,
-          device: torch.device) -> tuple[float, dict[str, torch.Tensor], float]:
+          device: torch.device,
+          hot_plan: HotPlan | None = None) -> tuple[float, dict[str, torch.Tensor], float]:
     """Trains one model; returns (samples/s over all ranks, final logical state, last loss).
     With --checkpoint-dir it resumes from the latest checkpoint (same batches, same order) and
     saves one every --checkpoint-every steps."""
@@ -160,6 +173,10 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
                                   lambda params: torch.optim.SGD(params, lr=args.lr))
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
     rank, world = dist.get_rank(), dist.get_world_size()
+    counter = None
+    if hot_plan is not None and args.replan_every:
+        (module,) = hot_cold_modules(dmp).values()
+        counter = OnlineCounter.for_module(module, device)
     warmup = first + min(10, (len(batches) - first) // 4)
     losses: list[float] = []
     start = time.perf_counter()
@@ -169,12 +186,23 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
             dist.barrier()
             start = time.perf_counter()
         loss, _ = dmp(batches[step])
+        if counter is not None:
+            counter.update(batches[step].sparse_features)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if counter is not None and (step + 1) % args.replan_every == 0:
+            hot_plan = rehot_plan(hot_plan, counter.reduce())  # type: ignore[arg-type]
+            counter.reset()
+            report = replan(dmp, hot_plan)
+            if rank == 0:
+                bar.write(f"[{label}] step {step + 1}: re-planned, "
+                          f"{sum(report.rows_moved.values()):,} rows changed hotness in "
+                          f"{report.tables_moved} tables, {report.seconds * 1e3:.0f} ms",
+                          file=sys.stderr)
         if ckpt is not None and (step + 1) % args.checkpoint_every == 0:
             save_checkpoint(dmp, ckpt, step=step + 1)
     dist.barrier()
@@ -220,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             sharding_plan = retarget_sharding_plan(sharding_plan, "cpu")
         model = apply_hot_plan(build_model(tables, args), hot_plan)
         results["torchrec-hot"] = train("hot_cold", model, sharding_plan, batches, init, args,
-                                        device)
+                                        device, hot_plan)
     if rank == 0:
         print(f"\n{world} ranks x {args.batch_size} samples/step, {args.steps} steps, "
               f"{'cuda' if cuda else f'cpu, {args.threads} thread(s) per rank'}")

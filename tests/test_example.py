@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.multiprocess
-def test_dlrm_hot_cold_training_matches_stock_bit_for_bit(tmp_path: Path):
+def test_dlrm_hot_cold_training_with_replanning_matches_stock_bit_for_bit(tmp_path: Path):
     seed = str(np.random.default_rng().integers(1000))
     profile, plan = tmp_path / "p.npz", tmp_path / "plan.json"
     assert cli(["profile", "--synthetic", "criteo-kaggle", "--scale", "0.002", "--alpha", "1.05",
@@ -30,11 +30,13 @@ def test_dlrm_hot_cold_training_matches_stock_bit_for_bit(tmp_path: Path):
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          str(ROOT / "examples" / "train_dlrm.py"), "--plan", str(plan), "--compare",
-         "--steps", "30", "--batch-size", "64", "--seed", seed],
+         "--steps", "30", "--batch-size", "64", "--seed", seed, "--replan-every", "10"],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     assert "[torchrec-hot]" in out  # the plan's report
     assert "stock TorchRec:" in out and "torchrec-hot:" in out and "samples/s" in out
+    # hot rows followed the trained ids every 10 steps, and still nothing differs from stock
+    assert run.stderr.count("re-planned") == 3, run.stderr[-3000:]
     assert "max abs difference of the final logical weights: 0\n" in out, out

@@ -195,7 +195,7 @@ class HotPlanner:
         for _ in range(_MAX_ROUNDS):
             hot_rows = allocate_hot_rows(demands, total, max_whole_table_bytes=budget)
             table_plans = [
-                _table_plan(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
+                table_plan_from_counts(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
                 for c in configs
             ]
             if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
@@ -320,16 +320,19 @@ def _io_reserves(io: dict[str, int], world_size: int) -> list[int]:
     return sorted({min(even, everything), min(2 * even, everything), everything})
 
 
-def _table_plan(
+def table_plan_from_counts(
     config: EmbeddingBagConfig, counts: np.ndarray, hot_rows: int, bytes_per_row: int
 ) -> TablePlan:
-    """The `hot_rows` most accessed rows of a table (ties broken by smaller id), sorted."""
+    """The `hot_rows` most accessed rows of a table (ties, zero counts included, broken by
+    smaller id), sorted."""
     if hot_rows >= config.num_embeddings:
         hot_ids = np.arange(config.num_embeddings, dtype=np.int64)
     else:
         nonzero = np.flatnonzero(counts)
-        order = np.argsort(-counts[nonzero], kind="stable")[:hot_rows]
-        hot_ids = np.sort(nonzero[order]).astype(np.int64)
+        top = nonzero[np.argsort(-counts[nonzero], kind="stable")[:hot_rows]]
+        if top.size < hot_rows:  # fewer rows were seen than there are hot slots
+            top = np.concatenate([top, np.flatnonzero(counts == 0)[: hot_rows - top.size]])
+        hot_ids = np.sort(top).astype(np.int64)
     return TablePlan(
         name=config.name,
         num_embeddings=config.num_embeddings,

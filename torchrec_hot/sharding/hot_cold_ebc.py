@@ -254,6 +254,13 @@ class HotColdEmbeddingBagCollection(nn.Module):
         n = next(t.num_embeddings for t in self._tables if t.name == table)
         return torch.arange(n if placement is Placement.HBM else 0, device=self.device)
 
+    def set_hot_ids(self, table: str, hot_ids: torch.Tensor) -> None:
+        """Gives split `table` other hot rows, as many as before. Only the id mapping changes:
+        moving the rows' weights and optimizer state is `sharding.migrate.replan`'s job."""
+        if self._placements[table] is not Placement.SPLIT:
+            raise ValueError(f"table {table!r} is not split")
+        self.remap.set_hot_ids(table, hot_ids)
+
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
         bags = self.split_module.embedding_bags
         out: dict[str, torch.Tensor | None] = {}

@@ -163,6 +163,19 @@ class KJTRemapper(torch.nn.Module):
         start, end = self._hot_span[table]
         return self._hot_merged[start:end] - self._id_base[table]
 
+    def set_hot_ids(self, table: str, hot_ids: torch.Tensor) -> None:
+        """Replaces split table `table`'s hot ids by as many other sorted unique ids (for
+        re-planning a running model; the tables' sizes do not change)."""
+        start, end = self._hot_span[table]
+        ids = torch.as_tensor(hot_ids, dtype=torch.int64).to(self._hot_merged.device)
+        if ids.shape != (end - start,):
+            raise ValueError(f"table {table!r}: expected {end - start} hot ids, got {ids.numel()}")
+        if ids.numel() and (int(ids[0]) < 0 or int(ids[-1]) >= self._num_embeddings[table]
+                            or not bool((ids[1:] > ids[:-1]).all())):
+            raise ValueError(f"table {table!r}: hot ids must be sorted, unique and in range")
+        self._hot_merged[start:end] = ids + self._id_base[table]
+        self._cpu_rank = None  # derived from the hot ids: rebuilt on next use
+
     def split_tables(self) -> list[str]:
         return list(self._hot_span)
 
