@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(FBGEMM_PACKAGE)==$(FBGEMM_VERSION)
 	$(PY) -m pip install -q --no-deps torchrec==$(TORCHREC_VERSION)
 	$(PY) -m pip install -q $(TORCHREC_DEPS)
-	$(PY) -m pip install -q -e '.[dev,plot]'
+	$(PY) -m pip install -q -e '.[dev,plot,profile]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -38,3 +38,47 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys):
     assert "torchrec-hot plan: error:" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_profile_files_windows_sampling_memory_and_hashing(tmp_path: Path, capsys):
+    rng = np.random.default_rng()
+    days = []
+    for d in range(2):
+        days.append(rng.integers(0, 1000, (3000, 3)).astype(np.int32))
+        np.save(tmp_path / f"day_{d}_sparse.npy", days[-1])
+    files = [str(tmp_path / f"day_{d}_sparse.npy") for d in range(2)]
+    out = tmp_path / "p.npz"
+    assert main(["profile", *files, "--rows", "1000,50,1000", "--out", str(out)]) == 2
+    assert "'cat_1'" in capsys.readouterr().err  # ids up to 999 in a 50-row table
+    assert main(["profile", *files, "--rows", "1000,50,1000", "--hash-ids", "--window-per-file",
+                 "--max-memory", "10K", "--chunk-samples", "700", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "sketch" in printed and "profiled" in printed
+    p = PopularityProfile.load(out)
+    assert p.windows == ["day_0_sparse", "day_1_sparse"]
+    assert p.mode("t_cat_1") == "exact" and p.mode("t_cat_0") == "sketch"
+    assert p.nbytes <= 2 * 10 * 1024
+    for d in range(2):
+        np.testing.assert_array_equal(p.counts("t_cat_1", f"day_{d}_sparse"),
+                                      np.bincount(days[d][:, 1] % 50, minlength=50))
+    assert main(["profile", files[0], "--sample-rate", "0.05", "--seed", "3",
+                 "--out", str(out)]) == 0
+    assert "inferred" in capsys.readouterr().err
+    p = PopularityProfile.load(out)
+    assert p.sample_rate == 0.05 and p.num_samples == 3000
+    assert p.table("t_cat_0").num_embeddings == int(days[0][:, 0].max()) + 1
+
+
+def test_profile_refuses_bad_arguments_and_incompatible_merges(tmp_path: Path, capsys):
+    assert main(["profile", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "give input files or --synthetic" in capsys.readouterr().err
+    assert main(["profile", str(tmp_path / "none.npy"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    base = ["profile", "--synthetic", "criteo-kaggle", "--batches", "1", "--batch-size", "64",
+            "--embedding-dim", "8"]
+    assert main([*base, "--scale", "0.001", "--out", str(tmp_path / "a.npz")]) == 0
+    assert main([*base, "--scale", "0.002", "--out", str(tmp_path / "b.npz")]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+                 "--out", str(tmp_path / "c.npz")]) == 2
+    assert "cannot merge the profiles" in capsys.readouterr().err

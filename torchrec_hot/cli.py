@@ -1,7 +1,12 @@
-"""`torchrec-hot profile | plan | report`: the command line.
+"""`torchrec-hot profile | merge | evaluate | plot | plan | report`: the command line.
 
     torchrec-hot profile --synthetic criteo-kaggle --scale 0.1 --batches 100 \
         --batch-size 8192 --out profile.npz
+    torchrec-hot profile day_0_sparse.npy --workload criteo-terabyte --hash-ids \
+        --sample-rate 0.05 --max-memory 2G --out day0.npz
+    torchrec-hot profile day_1_sparse.npy --workload criteo-terabyte --hash-ids --out day1.npz
+    torchrec-hot evaluate --profile day0.npz --holdout day1.npz
+    torchrec-hot plot --profile day0.npz --holdout day1.npz --out-dir coverage/
     torchrec-hot plan --profile profile.npz --world-size 8 --hbm-gb 0.25 --out plan.json
     torchrec-hot report plan.json
 """
@@ -19,13 +24,12 @@ from collections.abc import Sequence
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
-from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables, zipf_batches  # noqa: E402
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
 from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError  # noqa: E402
 from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
 from torchrec_hot.profile import PopularityProfile, ProfileFormatError, TableSpec  # noqa: E402
+from torchrec_hot.profiling import commands  # noqa: E402
 from torchrec_hot.report import build_report, format_report  # noqa: E402
 
 _OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")
@@ -40,32 +44,6 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer] | None:
         "adam": torch.optim.Adam,
         "none": None,
     }[name]
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    tables = criteo_tables(args.synthetic, args.scale, args.embedding_dim)
-    profile = PopularityProfile(tables)
-    batches = zipf_batches(tables, args.batches, args.batch_size, args.alpha, seed=args.seed)
-    start = time.perf_counter()
-    ids_per_batch = args.batch_size * len(tables)
-    with tqdm(
-        total=args.batches * ids_per_batch,
-        unit="id",
-        unit_scale=True,
-        desc="profiling",
-        file=sys.stderr,
-    ) as bar:
-        for kjt in batches:
-            profile.update(kjt)
-            bar.update(ids_per_batch)
-    profile.save(args.out)
-    seconds = time.perf_counter() - start
-    rows = sum(t.num_embeddings for t in tables)
-    print(
-        f"profiled {profile.num_batches} batches, {profile.num_samples:,} samples, "
-        f"{len(tables)} tables ({rows:,} rows) in {seconds:.1f} s -> {args.out}"
-    )
-    return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -120,20 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("profile", help="count row lookups per table into a profile .npz")
-    p.add_argument(
-        "--synthetic",
-        choices=sorted(WORKLOADS),
-        required=True,
-        help="Zipf ids over the published Criteo cardinalities",
-    )
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every table's rows")
-    p.add_argument("--alpha", type=float, default=1.1, help="Zipf exponent")
-    p.add_argument("--batches", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--embedding-dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_cmd_profile)
+    commands.add_profile_arguments(p)
+    p.set_defaults(func=commands.run_profile)
+
+    p = sub.add_parser("merge", help="merge profiles made separately into one")
+    commands.add_merge_arguments(p)
+    p.set_defaults(func=commands.run_merge)
+
+    p = sub.add_parser("evaluate", help="predicted vs held-out hot shares; flags drifting tables")
+    commands.add_evaluate_arguments(p)
+    p.set_defaults(func=commands.run_evaluate)
+
+    p = sub.add_parser("plot", help="coverage-curve PNGs: profile window vs held-out window")
+    commands.add_plot_arguments(p)
+    p.set_defaults(func=commands.run_plot)
 
     p = sub.add_parser("plan", help="plan hot rows under an HBM budget; prints the report")
     p.add_argument("--profile", required=True)
@@ -182,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return int(args.func(args))
-    except (ProfileFormatError, PlanFormatError, PlanDoesNotFitError, ValueError) as e:
+    except (ProfileFormatError, PlanFormatError, PlanDoesNotFitError, ValueError, KeyError) as e:
         print(f"torchrec-hot {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,329 @@
+"""Profiling throughput and memory on a Criteo-Terabyte-shaped input, beside plain loops.
+
+    .venv/bin/python benchmarks/bench_profile.py [--samples 40000000] [--alpha 1.1]
+
+Writes a samples x 26 int32 `.npy` (Zipf ids over the 26 Criteo Terabyte cardinalities, 178M
+rows in all; TorchRec's `day_*_sparse.npy` layout) under /tmp/torchrec_hot_bench (reused when
+present), then runs each method in a fresh process over the same file and reports ids/s and that
+process's peak RSS:
+  torchrec-hot exact       PopularityProfile.update_chunk over the streaming .npy reader
+  torchrec-hot exact, 1 thread
+  torchrec-hot sketch 5%   --max-memory at 5% of exact counts' 8 bytes/row
+  torchrec-hot sample 5%   --sample-rate 0.05
+  plain np.bincount        per chunk and column of np.load(mmap_mode="r"), int64 counts
+  plain torch.index_add_   same loop, int64 counts
+and, on 2M ids of the largest table, Apache DataSketches' frequent_items_sketch (per-item
+Python updates) beside HeavyHitterSketch at the same number of counters. Prints the tables and
+writes docs/BENCHMARKS_PROFILE.md. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path("/tmp/torchrec_hot_bench")
+CHUNK = 1 << 20  # rows per chunk of the plain loops
+
+
+def make_input(samples: int, alpha: float) -> Path:
+    from torchrec_hot.data.synthetic import CRITEO_TERABYTE, zipf_ranks
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"tb_{samples}_{alpha}.npy"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".part.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(samples, 26))
+    rng = np.random.default_rng(0)
+    for s in range(0, samples, CHUNK):
+        e = min(samples, s + CHUNK)
+        for j, rows in enumerate(CRITEO_TERABYTE):
+            a = (2654435761 + j) % rows or 1
+            while math.gcd(a, rows) != 1:
+                a += 1
+            out[s:e, j] = (zipf_ranks(rows, alpha, e - s, rng) * a + 7 * j) % rows
+    out.flush()
+    del out
+    tmp.rename(path)
+    return path
+
+
+# ---- methods, each run in a fresh process ------------------------------------------------
+def _ours(path: str, mode: str) -> dict:
+    from torchrec_hot.data.readers import open_source
+    from torchrec_hot.data.synthetic import criteo_tables
+    from torchrec_hot.profiling import PopularityProfile
+
+    tables = criteo_tables("criteo-terabyte")
+    rows = sum(t.num_embeddings for t in tables)
+    kwargs: dict = {}
+    if mode == "sketch":
+        kwargs["max_memory_bytes"] = int(0.05 * 8 * rows)
+    if mode == "sample":
+        kwargs["sample_rate"] = 0.05
+    if mode == "1thread":
+        kwargs["threads"] = 1
+    profile = PopularityProfile(tables, **kwargs)
+    start = time.perf_counter()
+    ids = 0
+    for chunk in open_source([path]).chunks():
+        profile.update_chunk(chunk, batch_size=8192)
+        ids += chunk.num_ids
+    seconds = time.perf_counter() - start
+    out = WORK / f"profile_{mode}.npz"
+    profile.save(out)
+    return {"ids": ids, "seconds": seconds, "counter_bytes": profile.nbytes,
+            "sketched": sum(profile.mode(t.name) == "sketch" for t in tables)}
+
+
+def _plain(path: str, kind: str) -> dict:
+    import torch
+
+    from torchrec_hot.data.synthetic import CRITEO_TERABYTE
+
+    data = np.load(path, mmap_mode="r")
+    if kind == "bincount":
+        counts = [np.zeros(n, dtype=np.int64) for n in CRITEO_TERABYTE]
+    else:
+        counts = [torch.zeros(n, dtype=torch.int64) for n in CRITEO_TERABYTE]
+    start = time.perf_counter()
+    for s in range(0, data.shape[0], CHUNK):
+        block = np.asarray(data[s : s + CHUNK])
+        for j, n in enumerate(CRITEO_TERABYTE):
+            col = block[:, j]
+            if kind == "bincount":
+                counts[j] += np.bincount(col, minlength=n)
+            else:
+                ids = torch.from_numpy(col.astype(np.int64))
+                counts[j].index_add_(0, ids, torch.ones_like(ids))
+    return {"ids": int(data.shape[0]) * 26, "seconds": time.perf_counter() - start}
+
+
+def _datasketches(path: str, _: str) -> dict:
+    import torch
+
+    from torchrec_hot.profiling import HeavyHitterSketch
+
+    data = np.load(path, mmap_mode="r")
+    ids = np.ascontiguousarray(data[: 2_000_000, 19]).astype(np.int64)  # 48.9M-row table
+    out: dict = {"ids": int(ids.size)}
+    try:
+        import datasketches as ds
+
+        sk = ds.frequent_items_sketch(17)  # 2^17 map, 0.75 * 2^17 = 98k counters
+        start = time.perf_counter()
+        for x in ids.tolist():
+            sk.update(x)
+        out["datasketches_seconds"] = time.perf_counter() - start
+    except ImportError:
+        out["datasketches_seconds"] = None
+    ours = HeavyHitterSketch(48937457, 98304)
+    start = time.perf_counter()
+    for s in range(0, ids.size, 1 << 18):
+        ours.add(torch.from_numpy(ids[s : s + (1 << 18)]))
+    out["ours_seconds"] = time.perf_counter() - start
+    return out
+
+
+METHODS = {
+    "torchrec-hot exact (2 threads)": (_ours, "exact"),
+    "torchrec-hot exact (1 thread)": (_ours, "1thread"),
+    "torchrec-hot sketch, 5% memory": (_ours, "sketch"),
+    "torchrec-hot sample 5%": (_ours, "sample"),
+    "plain np.bincount loop": (_plain, "bincount"),
+    "plain torch.index_add_ loop": (_plain, "index_add"),
+    "sketch update, 2M ids": (_datasketches, ""),
+}
+
+
+def _child(name: str, path: str) -> None:
+    fn, arg = METHODS[name]
+    result = fn(path, arg)
+    result["peak_rss"] = _peak_rss()
+    print(json.dumps(result))
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set (VmHWM), bytes. Not ru_maxrss: Linux carries the
+    pre-exec high-water mark of the forking parent into it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_cli(path: Path) -> dict:
+    """`torchrec-hot profile FILE` end to end: process start, imports, counting, the printed
+    summary and the 0.7 GB save, on the wall clock; peak RSS from /usr/bin/time."""
+    cmd = [sys.executable, "-m", "torchrec_hot.cli", "profile", str(path), "--workload",
+           "criteo-terabyte", "--out", str(WORK / "cli.npz")]
+    timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
+    start = time.perf_counter()
+    done = subprocess.run(timer + cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    rss = [int(line.split()[-1]) * 1024 for line in done.stderr.splitlines()
+           if "Maximum resident set size" in line]
+    rows = np.load(path, mmap_mode="r").shape[0]
+    return {"ids": rows * 26, "seconds": seconds, "peak_rss": rss[0] if rss else float("nan"),
+            "counter_bytes": 711777100, "sketched": 0}
+
+
+def run_method(name: str, path: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--input", str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def coverage(path_exact: Path, path_other: Path) -> list[tuple[str, int, float, float]]:
+    """(table, rows, share covered at 0.1% and 1% of rows) of `other`'s hot rows, relative to
+    exact counts' hot rows, for the four largest tables."""
+    from torchrec_hot.profiling import PopularityProfile
+
+    exact, other = PopularityProfile.load(path_exact), PopularityProfile.load(path_other)
+    out = []
+    for t in sorted(exact.tables, key=lambda t: -t.num_embeddings)[:4]:
+        c, o = exact.counts(t.name), other.counts(t.name)
+        ratios = []
+        for frac in (0.001, 0.01):
+            k = int(frac * t.num_embeddings)
+            best = np.partition(c, c.size - k)[c.size - k :].sum()
+            chosen = np.argpartition(-o, k)[:k]
+            ratios.append(float(c[chosen].sum() / best))
+        out.append((t.name, t.num_embeddings, ratios[0], ratios[1]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=40_000_000)
+    parser.add_argument("--alpha", type=float, default=1.1)
+    parser.add_argument("--child", default=None)
+    parser.add_argument("--input", default=None)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS_PROFILE.md"))
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.input)
+        return
+    start = time.perf_counter()
+    path = make_input(args.samples, args.alpha)
+    print(f"input: {path} ({path.stat().st_size / 2**30:.2f} GiB), "
+          f"made/reused in {time.perf_counter() - start:.0f} s", flush=True)
+    results = {}
+    load = os.getloadavg()[0]
+    results["torchrec-hot profile CLI, end to end"] = run_cli(path)
+    results["torchrec-hot profile CLI, end to end"]["load_before"] = load
+    print(results["torchrec-hot profile CLI, end to end"], flush=True)
+    for name in METHODS:
+        load = os.getloadavg()[0]
+        results[name] = run_method(name, path)
+        results[name]["load_before"] = load
+        print(name, results[name], flush=True)
+    cov = {m: coverage(WORK / "profile_exact.npz", WORK / f"profile_{m}.npz")
+           for m in ("sketch", "sample")}
+    text = format_report(args, path, results, cov)
+    print(text)
+    Path(args.out).write_text(text)
+
+
+def format_report(args, path: Path, results: dict, cov: dict) -> str:
+    lines = [
+        "# Profiling benchmark: Criteo-Terabyte-shaped input",
+        "",
+        "Command (from the repository root; generated input goes to /tmp/torchrec_hot_bench):",
+        "",
+        "```",
+        f".venv/bin/python benchmarks/bench_profile.py --samples {args.samples} "
+        f"--alpha {args.alpha}",
+        "```",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, 2 cores, no GPU; "
+        f"input {args.samples:,} samples x 26 int32 columns "
+        f"({path.stat().st_size / 2**30:.2f} GiB, Zipf {args.alpha} over the 26 Criteo "
+        "Terabyte cardinalities, 178M rows), read from the page cache. Each method runs in its "
+        "own process over the same file in the same run; peak RSS is that process's "
+        "(imports of torch/torchrec included, about 0.45 GiB). 'load avg' is the machine's "
+        "1-minute load average before the method started: other jobs share these 2 cores, so "
+        "a load above ~0.5 means the method had to share them.",
+        "",
+        "| method | ids | seconds | M ids/s | peak RSS (GiB) | counter memory | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for name, r in results.items():
+        if "seconds" not in r:
+            continue
+        mem = (f"{r['counter_bytes'] / 2**20:,.0f} MiB"
+               + (f" ({r['sketched']} tables sketched)" if r.get("sketched") else "")
+               if "counter_bytes" in r else "int64, 1,424 MiB")
+        lines.append(
+            f"| {name} | {r['ids']:,} | {r['seconds']:.1f} | {r['ids'] / r['seconds'] / 1e6:.1f} "
+            f"| {r['peak_rss'] / 2**30:.2f} | {mem} | {r['load_before']:.1f} |"
+        )
+    d = results["sketch update, 2M ids"]
+    lines += [
+        "",
+        "Heavy-hitter sketch update speed, 2M ids of the 48.9M-row table, 98,304 counters:",
+        "",
+        "| implementation | M ids/s |",
+        "| --- | ---: |",
+    ]
+    if d.get("datasketches_seconds"):
+        lines.append(f"| Apache DataSketches frequent_items_sketch (Python, per-item update) | "
+                     f"{d['ids'] / d['datasketches_seconds'] / 1e6:.2f} |")
+    lines.append(f"| torchrec-hot HeavyHitterSketch (vectorised Misra-Gries, batched) | "
+                 f"{d['ids'] / d['ours_seconds'] / 1e6:.2f} |")
+    lines += [
+        "",
+        "Hot rows chosen from the sketch (5% memory) and from the 5% sample, as a share of the "
+        "lookups that exact counts' hot rows cover, largest tables:",
+        "",
+        "| table | rows | sketch @0.1% | sketch @1% | sample @0.1% | sample @1% |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (name, rows, s1, s2), (_, _, p1, p2) in zip(cov["sketch"], cov["sample"], strict=True):
+        lines.append(f"| {name} | {rows:,} | {s1:.2%} | {s2:.2%} | {p1:.2%} | {p2:.2%} |")
+    return "\n".join(lines) + "\n" + NOTES
+
+
+NOTES = """
+## How the exact pass is fast
+
+* Reading: positioned `readinto` of the .npy data region into three reused buffers (one being
+  counted, one queued, one being filled on a background thread) and a cache-blocked transpose
+  (8192 rows at a time) to per-column arrays. Memory does not grow with the file: it is three
+  chunks of 256K samples (3 x 2 x 26 MiB) plus the counters.
+* Counting: int32 counters (promoted to int64 for a table only once it has seen 2^31 lookups, so
+  no row can overflow), `torch.bincount` for tables smaller than a quarter of the chunk and
+  `Tensor.index_add_` with int32 indices into int32 counts for the others, the 26 tables shared
+  between two threads (torch releases the GIL). Measured on this machine, 2^20 x 26 Zipf ids per
+  call, one thread: `index_add_` int64 87 M ids/s, int32 137 M ids/s; `np.add.at` int64
+  136 M ids/s, int32 6 M ids/s (a casting slow path); `np.bincount(minlength=N)` 35 M ids/s (it
+  allocates N counters per call: hopeless for the 45M-row tables); `torch.bincount` on the small
+  tables only 515 M ids/s.
+* The counts the planner reads (`counts(table)`) are int64 copies.
+
+## Sketch choice
+
+Apache DataSketches' frequent-items sketch is the maintained library for this, but its Python
+binding updates one item per call (the table above): far below the throughput bar. The sketch
+here is the same algorithm family (Misra-Gries, mergeable, deterministic error bound D <=
+T / (capacity + 1)) applied to a whole chunk at once with numpy: the chunk is reduced to
+(id, count) pairs with `torch.unique`, matched to the tracked ids by `searchsorted`, and when
+more than `capacity` ids are tracked the (capacity + 1)-th largest count is subtracted from all
+(`np.partition`). Each profile records per table whether it is exact or sketched and the bound D.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Hot-share estimates with their uncertainty, from exact, sampled or sketched counts.
+
+The hot share of a table at `k` rows is the share of its lookups taken by its `k` most looked-up
+rows, as exact counts over all of the input would give it (`S`). A profile estimates `S` from:
+
+* exact counts of all input: `S` itself, standard error 0;
+* counts of a per-sample Bernoulli(p) sample: the plug-in top-k share of the sampled counts is
+  biased *up* (the rows that happen to be over-sampled are the ones chosen), while the share those
+  chosen rows get on new data is biased *down* from `S` (they are not all truly the top k). The
+  latter is estimated with Good-Turing (a row seen c times is expected to be seen
+  (c+1) N[c+1] / N[c] times in as much new data, N[c] = rows seen c times), so
+  `lower = Good-Turing share <= S <= upper = plug-in share`, approximately; where the hot set's
+  boundary runs through large counts, `lower` is also at most the plug-in share less its
+  winner's curse estimated by a Poisson bootstrap of the rows near the boundary. The estimate is the
+  midpoint and its standard error combines the sampling variance of a ratio of sums under
+  Bernoulli sampling of samples (delta method: (1 - p) * deff * s (1 - s) / n, n sampled lookups,
+  deff = E[x^2] / E[x] over samples of x lookups of the table, 1 for one id per sample) with the
+  half-width of that bracket;
+* a heavy-hitter sketch: deterministic bounds from its error bound D (see counters.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_GT_MAX_COUNT = 20  # Good-Turing adjusts counts up to this; larger counts are kept as they are
+_GT_MIN_ROWS = 5  # ... where at least this many rows share the count
+
+
+@dataclass(frozen=True)
+class HotShare:
+    """Estimated share (0..1) of a table's lookups taken by its `rows` most looked-up rows.
+
+    Attributes:
+        rows: k, the hot size.
+        share: the estimate of the full-data share.
+        se: its standard error (0 for exact counts of all input).
+        lower, upper: the bracket the estimate sits in (selection effects of sampling, or a
+            sketch's deterministic bounds); equal to `share` for exact counts.
+    """
+
+    rows: int
+    share: float
+    se: float
+    lower: float
+    upper: float
+
+
+def top_k_values(counts: np.ndarray, k: int) -> np.ndarray:
+    """The `k` largest values of `counts` (any order). k is clipped to [0, len]."""
+    k = max(0, min(int(k), counts.shape[0]))
+    if k == 0:
+        return counts[:0]
+    if k == counts.shape[0]:
+        return counts
+    return np.partition(counts, counts.shape[0] - k)[counts.shape[0] - k :]
+
+
+def good_turing_values(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Good-Turing expected count in as much new data of rows observed `values` times, given
+    the table's observed `counts` (float64, same shape as `values`)."""
+    hist = np.bincount(np.minimum(counts, _GT_MAX_COUNT + 2), minlength=_GT_MAX_COUNT + 3)
+    adjusted = np.arange(_GT_MAX_COUNT + 2, dtype=np.float64)
+    for c in range(1, _GT_MAX_COUNT + 1):
+        if hist[c] >= _GT_MIN_ROWS and hist[c + 1] > 0:
+            adjusted[c] = (c + 1) * hist[c + 1] / hist[c]
+    out = values.astype(np.float64)
+    small = values <= _GT_MAX_COUNT
+    out[small] = adjusted[values[small]]
+    return out
+
+
+def _boundary_bias(counts: np.ndarray, k: int, kth: int, replicates: int = 16) -> float:
+    """Parametric-bootstrap estimate of how much the top-k sum of noisy counts over-states the
+    rows it picks, from the rows near the k-th count `kth` (counts resampled as Poisson): the
+    winner's curse where the hot set's boundary runs through large counts, which Good-Turing
+    (small counts only) does not fully see. In lookups; 0 when kth < 3."""
+    if kth < 3 or k >= counts.shape[0]:
+        return 0.0
+    spread = 6.0 * math.sqrt(kth) + 2.0
+    sure = int(np.count_nonzero(counts > kth + spread))
+    middle = counts[(counts >= kth - spread) & (counts <= kth + spread)].astype(np.float64)
+    take = k - sure
+    if take <= 0 or take >= middle.shape[0]:
+        return 0.0
+    base = float(np.sort(middle)[::-1][:take].sum())
+    rng = np.random.default_rng(0)
+    boot = [float(np.sort(rng.poisson(middle))[::-1][:take].sum()) for _ in range(replicates)]
+    return max(0.0, float(np.mean(boot)) - base)
+
+
+def exact_hot_share(counts: np.ndarray, k: int) -> HotShare:
+    total = int(counts.sum())
+    share = float(top_k_values(counts, k).sum()) / total if total and k > 0 else 0.0
+    return HotShare(int(k), share, 0.0, share, share)
+
+
+def sampled_hot_share(
+    counts: np.ndarray, k: int, sample_rate: float, design_effect: float = 1.0
+) -> HotShare:
+    """Hot share at `k` from raw counts of a Bernoulli(`sample_rate`) sample of samples."""
+    n = int(counts.sum())
+    if n == 0 or k <= 0:
+        return HotShare(int(k), 0.0, 0.0, 0.0, 0.0)
+    top = top_k_values(counts, k)
+    upper = float(top.sum()) / n
+    lower = min(
+        upper,
+        float(good_turing_values(counts, top).sum()) / n,
+        upper - _boundary_bias(counts, int(top.shape[0]), int(top.min()) if top.size else 0) / n,
+    )
+    share = 0.5 * (lower + upper)
+    var = (1.0 - sample_rate) * max(design_effect, 1.0) * share * (1.0 - share) / n
+    se = math.sqrt(var + (0.5 * (upper - lower)) ** 2)
+    return HotShare(int(k), share, se, lower, upper)
+
+
+def sketch_hot_share(
+    lower_counts: np.ndarray,
+    bound: int,
+    total: int,
+    num_rows: int,
+    k: int,
+    sample_rate: float = 1.0,
+    design_effect: float = 1.0,
+) -> HotShare:
+    """Hot share at `k` from a sketch's tracked counters (`lower_counts`, true counts within
+    [c, c + bound]) of a table of `num_rows` rows that saw `total` (raw) lookups."""
+    if total == 0 or k <= 0:
+        return HotShare(int(k), 0.0, 0.0, 0.0, 0.0)
+    k = min(int(k), num_rows)
+    top = top_k_values(lower_counts, k)
+    lower = float(top.sum()) / total
+    untracked = max(0, k - top.shape[0])
+    upper = min(1.0, (float(top.sum()) + bound * (top.shape[0] + untracked)) / total)
+    share = 0.5 * (lower + upper)
+    var = (1.0 - sample_rate) * max(design_effect, 1.0) * share * (1.0 - share) / total
+    return HotShare(k, share, math.sqrt(var + (0.5 * (upper - lower)) ** 2), lower, upper)
