@@ -355,19 +355,23 @@ def plot(cases: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     modes, batches = sorted({c["mode"] for c in cases}), sorted({c["batch"] for c in cases})
-    fig, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 4), squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
+    cols = min(2, len(modes))
+    rows = -(-len(modes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
+    for ax, mode in zip(axes.flat, modes, strict=False):
         for share in sorted({c["share"] for c in cases}):
             pts = sorted(
                 (c["batch"], c["ratio"]) for c in cases if (c["mode"], c["share"]) == (mode, share)
             )
             ax.plot(*zip(*pts, strict=True), marker="o", label=f"{share:.0%} hot")
         ax.axhline(1.15, color="grey", linestyle="--", linewidth=1, label="1.15x bar")
-        ax.set(
-            xscale="log", xlabel="per-rank batch size", ylabel="hot/cold / stock step", title=mode
-        )
+        ax.set(xscale="log", xlabel="per-rank batch size", ylabel="hot/cold / stock step")
+        ax.set(title=mode, ylim=(0, None))
+        ax.minorticks_off()
         ax.set_xticks(batches, [str(b) for b in batches])
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
+    for ax in list(axes.flat)[len(modes) :]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

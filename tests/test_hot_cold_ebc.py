@@ -31,7 +31,7 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
-from torchrec_hot.sharding.split import SPLIT_MODULE_ATTR, Placement
+from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_MODULE_ATTR, Placement
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 
@@ -376,3 +376,70 @@ def test_shared_feature_across_tables():
 def test_bad_hot_ids_rejected(ids, message):
     with pytest.raises(ValueError, match=message):
         HotColdEmbeddingBagCollection(two_tables(), {"t0": ids})
+
+
+@SETTINGS
+@given(models())
+def test_unsharded_lookup_path_is_bit_identical_to_calling_the_inner_collection(model):
+    """Unsharded, the module calls the inner tables itself (no 2x wide concatenation) and adds
+    cold into hot in place; outputs and gradients equal those of the inner module's forward."""
+    gen = torch.Generator().manual_seed(model["seed"])
+    _, hot_cold = build(model, gen)
+    kjt = random_kjt(model, gen)
+    got = hot_cold(kjt)
+    pooled = hot_cold.split_module(hot_cold.remap(kjt)).to_dict()
+
+    def logical(key: str) -> torch.Tensor:
+        hot, cold = key + HOT_SUFFIX, key + COLD_SUFFIX
+        return pooled[hot] + pooled[cold] if hot in pooled else pooled[key]
+
+    want = torch.cat([logical(k) for k in got.keys()], dim=1)
+    assert torch.equal(got.values(), want)
+    r = torch.randn(want.shape, generator=gen)
+    grads = []
+    for values in (got.values(), want):
+        (values * r).sum().backward()
+        grads.append({n: w.grad.clone() for n, w in hot_cold.split_module.named_parameters()})
+        hot_cold.zero_grad(set_to_none=True)
+    for name, g in grads[0].items():
+        assert torch.equal(g, grads[1][name]), name
+
+
+class _Opaque(torch.nn.Module):
+    """Hides the inner EBC's type, so the module merges its KeyedTensor as it does sharded."""
+
+    def __init__(self, inner: EmbeddingBagCollection) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, kjt: KeyedJaggedTensor):  # type: ignore[no-untyped-def]
+        return self.inner(kjt)
+
+
+@pytest.mark.parametrize("dims", [(4, 4, 4), (4, 2, 4)])
+def test_merge_of_a_keyed_tensor_is_bit_identical(dims):
+    """The merge used for sharded inner modules (one embedding_bag pass when all dims are equal,
+    slices + add + cat otherwise) gives the unsharded path's outputs and gradients."""
+    tables = [
+        EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=d, feature_names=fs)
+        for i, (n, d, fs) in enumerate(
+            zip((30, 9, 12), dims, (["a", "b"], ["c"], ["d"]), strict=True)
+        )
+    ]
+    model = {"tables": tables, "hot_rows": {"t0": 6, "t1": 3, "t2": 0}, "weighted": False}
+    gen = torch.Generator().manual_seed(5)
+    _, hot_cold = build({**model, "batch": 7, "max_len": 3}, gen)
+    kjt = random_kjt({**model, "batch": 7, "max_len": 3}, gen)
+    inner, results = hot_cold.split_module, []
+    for opaque in (False, True):
+        if opaque:
+            setattr(hot_cold, SPLIT_MODULE_ATTR, _Opaque(inner))
+        out = hot_cold(kjt)
+        r = dyadic(out.values().shape, gen) if not results else results[0][1]
+        (out.values() * r).sum().backward()
+        results.append((out.values().detach(), r, {n: w.grad for n, w in inner.named_parameters()}))
+        hot_cold.zero_grad(set_to_none=True)
+    (want, _, want_grads), (got, _, got_grads) = results
+    assert torch.equal(got, want)
+    for name, g in want_grads.items():
+        assert torch.equal(got_grads[name], g), name

@@ -234,3 +234,38 @@ def test_split_and_merge_rows_round_trip():
     assert torch.equal(hot, full[hot_ids])
     assert torch.equal(cold, full[torch.tensor([1, 2, 3, 5, 6, 7])])
     assert torch.equal(merge_rows(hot, cold, hot_ids), full)
+
+
+@SETTINGS
+@given(layouts(), st.booleans())
+def test_cpu_and_vectorised_paths_give_identical_kjts(layout, mean):
+    """The CPU per-feature path and the vectorised path (accelerators) agree bit for bit, dtypes
+    included, and the per-key JaggedTensors the CPU path attaches match its flat tensors."""
+    gen = torch.Generator().manual_seed(layout["seed"])
+    hot = random_hot_ids(layout, gen)
+    kjt = random_kjt(layout, gen)
+    means = {f for _, _, _, fs in layout["tables"][:1] for f in fs} if mean else ()
+    cpu = make_remapper(layout, hot, means, rank_table=True)(kjt)
+    vec = make_remapper(layout, hot, means, rank_table=False)(kjt)
+    assert cpu.keys() == vec.keys()
+    for got, want in ((cpu.values(), vec.values()), (cpu.lengths(), vec.lengths())):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    assert (cpu.weights_or_none() is None) == (vec.weights_or_none() is None)
+    if vec.weights_or_none() is not None:
+        assert torch.equal(cpu.weights(), vec.weights())
+    flat = KeyedJaggedTensor(
+        keys=cpu.keys(), values=cpu.values(), lengths=cpu.lengths(), weights=cpu.weights_or_none()
+    ).to_dict()
+    for key, jt in cpu.to_dict().items():
+        assert torch.equal(jt.values(), flat[key].values()), key
+        assert torch.equal(jt.lengths(), flat[key].lengths()), key
+        assert torch.equal(jt.offsets(), flat[key].offsets()), key
+
+
+def test_set_hot_ids_rebuilds_the_cpu_code_table():
+    values, lengths = torch.tensor([1, 3, 5, 9]), torch.tensor([4])
+    kjt = KeyedJaggedTensor(keys=["a"], values=values, lengths=lengths)
+    remapper = KJTRemapper({"a": "A"}, {"A": 10}, {"A": torch.tensor([3, 5])})
+    assert remapper(kjt).values().tolist() == [0, 1, 1, 7]  # hot 3, 5 -> 0, 1; cold 1, 9
+    remapper.set_hot_ids("A", torch.tensor([1, 9]))
+    assert remapper(kjt).values().tolist() == [0, 1, 2, 4]  # hot 1, 9 -> 0, 1; cold 3, 5

@@ -6,22 +6,25 @@ features of the output KJT, in this order, at the place `f` had:
 * `f__hot`:  the ids of `f` that are hot, each replaced by its hot slot `j` (`h[j] == v`), 0..H-1;
 * `f__cold`: the other ids, each replaced by its compact cold index `v - #(h < v)`, 0..N-H-1.
 
-One `torch.searchsorted(h, v)` gives `pos = #(h < v)`, hence both the slot (`pos` when
-`h[pos] == v`) and the cold index (`v - pos`). Each sample keeps its bag: sample `b` of `f__hot`
-holds the hot ids of sample `b` of `f`, in their original order; likewise for `f__cold`. Per-id
-weights travel with their ids. Features of tables that are not split pass through unchanged.
+Each sample keeps its bag: sample `b` of `f__hot` holds the hot ids of sample `b` of `f`, in
+their original order; likewise for `f__cold`. Per-id weights travel with their ids. Features of
+tables that are not split pass through unchanged.
 
-Memory and sync: everything runs on the device of the KJT's values. The remap is a fixed number
-of vectorised ops over all ids of all features at once (no Python loop over ids or features, no
-host sync): all split tables' hot ids live in one sorted int64 buffer (8 bytes per hot row), table
-`t` shifted by a base offset (the sum of the row counts of the split tables before it), so one
-searchsorted serves every feature. On CPU, where torch's searchsorted costs ~200 ns per id, a
-dense rank table (4 bytes per row of the split tables, host memory) replaces it by two gathers
-with the same result. Only small per-row index tensors are built on the host, from the KJT's
-host-side strides, and cached per (keys, strides) layout (copied to an accelerator through pinned
-memory, without blocking). `torch.ops.fbgemm.masked_select_jagged_1d` would also split the values,
-but its output size depends on the data (a host sync on CUDA); here the destination of every id is
-computed directly, since the output holds exactly as many ids as the input.
+Accelerators (no host sync): a fixed number of vectorised ops over all ids of all features. All
+split tables' hot ids live in one sorted int64 buffer (8 bytes per hot row), table `t` shifted by
+the row counts of the split tables before it, so one `searchsorted` gives every id's
+`pos = #(h < v)`, hence the slot (`pos` when `h[pos] == v`) and the cold index (`v - pos`).
+Small per-row index tensors are built on the host from the KJT's strides and cached per
+(keys, strides) layout (copied through pinned memory, without blocking).
+CPU (default): feature by feature, since a feature's ids are one contiguous slice of the values:
+host syncs cost nothing there, slices of a few thousand ids stay in cache, and no full-length
+temporary is allocated (glibc serves each fresh buffer over ~128 KiB with new, page-faulting
+pages: the vectorised path measured 20 ms for 26 x 4096 ids, this one 4-5 ms). Each split table
+gets a code table (int32, 4 bytes per row, host memory, built on first CPU use): `code[v]` is
+v's position in (hot ids, cold ids), so one gather and `code < H` split a feature (searchsorted's
+CPU kernel costs ~200 ns per id), then `masked_select_jagged_1d` (or, when every bag holds one
+id, as in Criteo, two masked selects). The output KJT carries its per-key JaggedTensors. Both
+paths give the same KJT.
 
 MEAN pooling: features listed in `mean_features` additionally get per-id weights `1 / L` (times
 their own weight, if the KJT is weighted), where `L` is the sample's length before the split, so a
@@ -40,12 +43,13 @@ indices), and so does the remap.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 
 import torch
 import torch.nn.functional as F
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
 
@@ -108,6 +112,8 @@ class _Layout:
     any_split: bool
     any_mean: bool
     spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
+    row_bounds: list[int]  # (F + 1,) host: input rows of key k are row_bounds[k]:row_bounds[k+1]
+    key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, N, MEAN)
 
 
 class KJTRemapper(torch.nn.Module):
@@ -120,9 +126,10 @@ class KJTRemapper(torch.nn.Module):
         hot_ids: split table name -> its sorted, unique int64 hot ids (H,), 0 < H < N. Tables not
             in this mapping are not split.
         mean_features: features whose ids get weight 1 / L (see module docstring).
-        cpu_rank_table: on CPU, find hot slots / cold indices with a dense rank table (4 bytes
-            per row of the split tables, host memory, built on first CPU use) instead of
-            searchsorted, whose CPU kernel costs ~200 ns per id (~20x slower). Same results.
+        cpu_rank_table: on CPU, remap feature by feature through dense code tables (4 bytes
+            per row of the split tables, host memory, built on first CPU use; see the module
+            docstring) instead of the vectorised searchsorted path of accelerators, whose CPU
+            kernel costs ~200 ns per id. Same results.
 
     The hot ids are kept in one non-persistent buffer (not in any state dict); `.to(device)` moves
     them with the module.
@@ -138,7 +145,7 @@ class KJTRemapper(torch.nn.Module):
     ) -> None:
         super().__init__()
         self._use_cpu_rank = cpu_rank_table
-        self._cpu_rank: torch.Tensor | None = None
+        self._codes: dict[str, torch.Tensor] = {}  # split table -> (N,) CPU code table
         self._table_of_feature = dict(table_of_feature)
         self._num_embeddings = {t: int(n) for t, n in num_embeddings.items()}
         self._mean_features = frozenset(mean_features)
@@ -153,7 +160,6 @@ class KJTRemapper(torch.nn.Module):
             self._hot_span[table] = (start, start + ids.numel())
             base += self._num_embeddings[table]
             start += ids.numel()
-        self._total_rows = base
         merged = torch.cat(shifted) if shifted else torch.zeros(0, dtype=torch.int64)
         self.register_buffer("_hot_merged", merged, persistent=False)
         self._layouts: OrderedDict[tuple, _Layout] = OrderedDict()
@@ -170,11 +176,14 @@ class KJTRemapper(torch.nn.Module):
         ids = torch.as_tensor(hot_ids, dtype=torch.int64).to(self._hot_merged.device)
         if ids.shape != (end - start,):
             raise ValueError(f"table {table!r}: expected {end - start} hot ids, got {ids.numel()}")
-        if ids.numel() and (int(ids[0]) < 0 or int(ids[-1]) >= self._num_embeddings[table]
-                            or not bool((ids[1:] > ids[:-1]).all())):
+        if ids.numel() and (
+            int(ids[0]) < 0
+            or int(ids[-1]) >= self._num_embeddings[table]
+            or not bool((ids[1:] > ids[:-1]).all())
+        ):
             raise ValueError(f"table {table!r}: hot ids must be sorted, unique and in range")
         self._hot_merged[start:end] = ids + self._id_base[table]
-        self._cpu_rank = None  # derived from the hot ids: rebuilt on next use
+        self._codes.pop(table, None)  # derived from the hot ids: rebuilt on next use
 
     def split_tables(self) -> list[str]:
         return list(self._hot_span)
@@ -238,6 +247,15 @@ class KJTRemapper(torch.nn.Module):
             any_split=any(self._is_split(k) for k in keys),
             any_mean=any(k in self._mean_features for k in keys),
             spkpr=out_spkpr if spkpr is not None else None,
+            row_bounds=[0, *itertools.accumulate(strides)],
+            key_info=[
+                (
+                    t if self._is_split(k) else None,
+                    self._num_embeddings.get(t, -1) if t else -1,
+                    k in self._mean_features,
+                )
+                for k, t in zip(keys, tables, strict=True)
+            ],
         )
         self._layouts[cache_key] = layout
         if len(self._layouts) > _LAYOUT_CACHE_SIZE:
@@ -251,6 +269,21 @@ class KJTRemapper(torch.nn.Module):
         values = kjt.values()
         if values.numel() == 0:
             return
+        if values.device.type == "cpu":  # per key: one (min, max) each, one sync for all
+            bounds = [0, *itertools.accumulate(kjt.length_per_key())]
+            known = [
+                k
+                for k, (_, n, _) in enumerate(layout.key_info)
+                if n >= 0 and bounds[k + 1] > bounds[k]
+            ]
+            if known:
+                ranges = torch.stack(
+                    [torch.stack(torch.aminmax(values[bounds[k] : bounds[k + 1]])) for k in known]
+                ).tolist()
+                for k, (lo, hi) in zip(known, ranges, strict=True):
+                    if lo < 0 or hi >= layout.key_info[k][1]:
+                        self._raise_bad_id(kjt, k, values[bounds[k] : bounds[k + 1]])
+            return
         row = torch.repeat_interleave(
             torch.arange(layout.key_of_row.numel(), device=values.device),
             kjt.lengths().long(),
@@ -262,43 +295,89 @@ class KJTRemapper(torch.nn.Module):
         bad = (n >= 0) & ((v < 0) | (v >= n))
         if not bool(bad.any()):
             return
-        i = int(torch.nonzero(bad)[0, 0])
-        feature = kjt.keys()[int(key[i])]
+        k = int(key[int(torch.nonzero(bad)[0, 0])])
+        start = int(kjt.lengths()[: layout.row_bounds[k]].long().sum())
+        self._raise_bad_id(kjt, k, values[start:])
+
+    def _raise_bad_id(self, kjt: KeyedJaggedTensor, k: int, v: torch.Tensor) -> None:
+        """Raise for the first out-of-range id of `v` (ids of input key `k`, in order)."""
+        feature = kjt.keys()[k]
         table = self._table_of_feature[feature]
-        raise ValueError(
-            f"feature {feature!r} (table {table!r}): id {int(v[i])} outside "
-            f"[0, {self._num_embeddings[table]})"
-        )
+        n = self._num_embeddings[table]
+        bad = int(v[int(torch.nonzero((v < 0) | (v >= n))[0, 0])])
+        raise ValueError(f"feature {feature!r} (table {table!r}): id {bad} outside [0, {n})")
 
-    def _rank_table(self) -> torch.Tensor:
-        """(M + 1,) int32/int64 CPU tensor, M = total rows of the split tables: entry g is the
-        number of merged hot ids < g. Built on first use, 4 bytes per row (8 beyond 2^31 hot)."""
-        if self._cpu_rank is None:
-            hot = self._hot_merged.cpu()
-            dtype = torch.int32 if hot.numel() < 2**31 else torch.int64
-            indicator = torch.zeros(self._total_rows + 1, dtype=dtype)
-            indicator[hot + 1] = 1
-            self._cpu_rank = torch.cumsum(indicator, 0, dtype=dtype)
-        return self._cpu_rank
+    def _code_table(self, table: str) -> torch.Tensor:
+        """(N,) int32 (int64 from 2^31 rows) CPU tensor: the position of each id of split
+        `table` in (hot ids, cold ids), so `< H` means hot (then it is the slot) and the cold
+        index is `code - H`. Built on first use."""
+        code = self._codes.get(table)
+        if code is None:
+            n = self._num_embeddings[table]
+            hot = self.hot_ids(table).cpu()
+            order = torch.cat([hot, torch.nonzero(cold_mask(hot, n)).flatten()])
+            dtype = torch.int32 if n < 2**31 else torch.int64
+            code = torch.empty(n, dtype=dtype)
+            code[order] = torch.arange(n, dtype=dtype)
+            self._codes[table] = code
+        return code
 
-    def _rank(self, merged_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n,) int64 merged ids -> ((n,) int64 #(merged hot ids < id), (n,) bool id is hot).
-        CPU with `cpu_rank_table`: two gathers from `_rank_table`; else one searchsorted."""
-        if merged_ids.device.type == "cpu" and self._use_cpu_rank:
-            rank = self._rank_table()
-            at = merged_ids.clamp(0, rank.numel() - 2)
-            below = rank.index_select(0, at)
-            return below.long(), rank.index_select(0, at + 1) > below
-        hot = self._hot_merged.to(merged_ids.device)
-        pos = torch.searchsorted(hot, merged_ids)
-        return pos, hot.index_select(0, pos.clamp(max=hot.numel() - 1)) == merged_ids
-
-    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+    def forward(self, kjt: KeyedJaggedTensor, validate: bool = False) -> KeyedJaggedTensor:
         """The split KJT (see module docstring); `kjt` itself when no key is split or MEAN.
-        Ids must be valid (see `validate`): an out-of-range id may alias another table's row."""
+        With `validate`, first `self.validate(kjt)`; without, ids must be valid: an out-of-range
+        id may raise an IndexError or alias another table's row."""
         layout = self._layout(kjt)
+        if validate:
+            self.validate(kjt)
         if not (layout.any_split or layout.any_mean):
             return kjt
+        if kjt.values().device.type == "cpu" and self._use_cpu_rank:
+            return self._forward_per_key(kjt, layout)
+        return self._forward_vectorised(kjt, layout)
+
+    def _forward_per_key(self, kjt: KeyedJaggedTensor, layout: _Layout) -> KeyedJaggedTensor:
+        """CPU remap, feature by feature (see module docstring). The output KJT comes with its
+        per-key JaggedTensors (`to_dict()` needs no further split) and per-key lengths."""
+        values, lengths, weights = kjt.values(), kjt.lengths(), kjt.weights_or_none()
+        bounds = [0, *itertools.accumulate(kjt.length_per_key())]  # key k: values[b[k]:b[k+1]]
+        at_most_one = lengths.numel() == 0 or int(lengths.max()) <= 1
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        for k, (table, _, mean) in enumerate(layout.key_info):
+            v = values[bounds[k] : bounds[k + 1]]
+            lens = lengths[layout.row_bounds[k] : layout.row_bounds[k + 1]]
+            w = None if weights is None else weights[bounds[k] : bounds[k + 1]]
+            if mean:
+                inv_len = (1.0 / lens.float()).repeat_interleave(lens, output_size=v.numel())
+                w = inv_len if w is None else w * inv_len
+            elif layout.any_mean and w is None:
+                w = torch.ones(v.numel())
+            if table is None:
+                parts.append((v, lens, w))
+                continue
+            num_hot = self._hot_span[table][1] - self._hot_span[table][0]
+            code = self._code_table(table).index_select(0, v).to(values.dtype)
+            hot = code < num_hot
+            if at_most_one and v.numel() == lens.numel():  # one id per bag: id i is bag i
+                hot_values, hot_lens = code.masked_select(hot), hot.to(lens.dtype)
+            else:
+                hot_values, hot_lens = torch.ops.fbgemm.masked_select_jagged_1d(code, lens, hot)
+            cold = ~hot
+            parts.append((hot_values, hot_lens, None if w is None else w.masked_select(hot)))
+            cold_w = None if w is None else w.masked_select(cold)
+            parts.append((code.masked_select(cold).sub_(num_hot), lens - hot_lens, cold_w))
+        out_weights = None if parts[0][2] is None else torch.cat([w for _, _, w in parts])
+        jt_dict = {  # VBE: left to TorchRec's own split (per-key strides)
+            key: JaggedTensor(values=v, lengths=n, weights=w)
+            for key, (v, n, w) in zip(layout.keys, parts, strict=True)
+        }
+        values = torch.cat([v for v, _, _ in parts])
+        lengths = torch.cat([n for _, n, _ in parts])
+        return self._output(
+            kjt, layout, values, lengths, out_weights, [v.numel() for v, _, _ in parts], jt_dict
+        )
+
+    def _forward_vectorised(self, kjt: KeyedJaggedTensor, layout: _Layout) -> KeyedJaggedTensor:
+        """All features at once, no host sync (accelerators; see module docstring)."""
         values = kjt.values()
         lengths = kjt.lengths().long()
         weights = kjt.weights_or_none()
@@ -320,7 +399,11 @@ class KJTRemapper(torch.nn.Module):
         else:
             v = values.long()
             split = layout.is_split.index_select(0, key)
-            pos_merged, hot = self._rank(v + layout.id_base.index_select(0, key))
+            merged_ids = v + layout.id_base.index_select(0, key)
+            hot_ids = self._hot_merged.to(device)  # stays on CPU when built on meta
+            pos_merged = torch.searchsorted(hot_ids, merged_ids)
+            at = pos_merged.clamp(max=hot_ids.numel() - 1)
+            hot = hot_ids.index_select(0, at) == merged_ids
             pos = pos_merged - layout.hot_start.index_select(0, key)  # #(table's hot ids < v)
             hot = hot & split
             first = hot | ~split  # goes to the hot half, or passes through
@@ -349,16 +432,34 @@ class KJTRemapper(torch.nn.Module):
             out_weights = None if weights is None else weights.index_select(0, perm)
             out_lengths = out_len.to(kjt.lengths().dtype)
 
+        return self._output(kjt, layout, out_values, out_lengths, out_weights)
+
+    @staticmethod
+    def _output(
+        kjt: KeyedJaggedTensor,
+        layout: _Layout,
+        values: torch.Tensor,
+        lengths: torch.Tensor,
+        weights: torch.Tensor | None,
+        length_per_key: list[int] | None = None,
+        jt_dict: dict[str, JaggedTensor] | None = None,
+    ) -> KeyedJaggedTensor:
+        """The output KJT; `length_per_key` and `jt_dict` (per-key JaggedTensors) when known."""
         inverse = kjt.inverse_indices_or_none()
         if inverse is not None:
             inverse = (layout.keys, inverse[1][layout.key_source])
         return KeyedJaggedTensor(
             keys=layout.keys,
-            values=out_values,
-            weights=out_weights,
-            lengths=out_lengths,
+            values=values,
+            weights=weights,
+            lengths=lengths,
             stride=None if layout.spkpr is not None else kjt.stride(),
             stride_per_key_per_rank=layout.spkpr,
+            length_per_key=length_per_key,
+            offset_per_key=None
+            if length_per_key is None
+            else [0, *itertools.accumulate(length_per_key)],
+            jt_dict=None if layout.spkpr is not None else jt_dict,
             inverse_indices=inverse,
         )
 
