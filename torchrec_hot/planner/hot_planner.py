@@ -293,9 +293,16 @@ class HotPlanner:
                 share = 1.0 - tp.hot_lookup_share if cold else tp.hot_lookup_share
                 if tp.placement is not Placement.SPLIT:
                     share = 1.0
-                types = self.cold_sharding_types if cold else self.sharding_types
+                types = ["row_wise"] if part.name in row_wise else (
+                    self.cold_sharding_types if cold else self.sharding_types
+                )
+                n, w = part.num_embeddings, topology.world_size
+                if math.ceil(n / w) * (w - 1) >= n:  # TorchRec's row-wise split has an empty shard
+                    # FBGEMM 1.8's CPU row-wise Adagrad reads past its row counts when a
+                    # row-wise shard has zero rows: never cut a table into empty shards
+                    types = [t for t in types if t != "row_wise"] or ["table_wise"]
                 constraints[part.name] = ParameterConstraints(
-                    sharding_types=["row_wise"] if part.name in row_wise else types,
+                    sharding_types=types,
                     compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
                     min_partition=self.column_shard_dim,
                     # FBGEMM fails on a bad id instead of clamping it to a wrong row
