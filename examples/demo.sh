@@ -25,7 +25,8 @@ echo "== 3/4 profile + plan a 1%-scale Criteo Kaggle DLRM (dim 16) for 2 CPU ran
     > "$OUT/plan_2cpu.txt"
 echo "plan written to $OUT/plan_2cpu.json (report: $OUT/plan_2cpu.txt)"
 
-echo "== 4/4 train DLRM on 2 gloo ranks, 300 steps: stock TorchRec, then hot/cold, same batches"
+echo "== 4/4 train DLRM on 2 gloo ranks, 300 steps through TorchRec's TrainPipelineSparseDist:"
+echo "   stock TorchRec, then hot/cold, same batches"
 "$BIN/torchrun" --nproc_per_node 2 --log-dir "$OUT/torchrun" --redirects 0:0,1:3 \
     examples/train_dlrm.py --plan "$OUT/plan_2cpu.json" --compare --steps 300 \
     --batch-size 256 2> "$OUT/train.stderr" | grep -v "^\[" | sed -n '/^2 ranks/,$p'

@@ -4,9 +4,14 @@
     torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json
     torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json --compare
 
-`--replan-every N` counts the ids trained on (on the input's device) and every N steps moves
-the hot rows to the N steps' most used ids, rows and optimizer state migrating in memory; the
-logical model is unchanged, so `--compare` still finds the weights identical.
+Training runs through TorchRec's `TrainPipelineSparseDist` (the next batch's input dist, and
+for hot/cold the id remap, overlap the current batch's forward and backward), or
+`PrefetchTrainPipelineSparseDist` on CUDA when a table of the plan is `fused_uvm_caching` with
+`cache_params.prefetch_pipeline=True`; `--no-pipeline` trains in a plain loop instead (same
+result, bit for bit). `--replan-every N` counts the ids trained on (on the input's device) and
+every N steps moves the hot rows to the N steps' most used ids, rows and optimizer state
+migrating in memory (the pipeline is drained first and rebuilt after); the logical model is
+unchanged, so `--compare` still finds the weights identical.
 `--compare` trains stock TorchRec and then the hot/cold model on the same batches in one run and
 prints both throughputs and the largest difference between their final logical weights (0 when
 training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank). The plan's tables must
@@ -17,6 +22,7 @@ be the model's: make it with
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -55,6 +61,7 @@ from torchrec_hot.sharding.checkpoint import (
 from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_hot.sharding.migrate import replan
 from torchrec_hot.sharding.online import OnlineCounter
+from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
@@ -80,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     p.add_argument("--replan-every", type=int, default=0,
                    help="every N steps, move the hot rows to the ids trained most in those steps")
+    p.add_argument("--no-pipeline", action="store_true",
+                   help="plain training loop instead of TorchRec's sparse-dist train pipeline")
     args = p.parse_args(argv)
     if args.compare and not args.plan:
         p.error("--compare needs --plan")
@@ -178,6 +187,8 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
         (module,) = hot_cold_modules(dmp).values()
         counter = OnlineCounter.for_module(module, device)
     warmup = first + min(10, (len(batches) - first) // 4)
+    pipeline = None if args.no_pipeline else make_train_pipeline(dmp, optimizer, device, plan)
+    data = iter(batches[first:])
     losses: list[float] = []
     start = time.perf_counter()
     bar = tqdm(range(first, len(batches)), desc=label, disable=rank != 0, file=sys.stderr)
@@ -185,19 +196,27 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
         if step == warmup:
             dist.barrier()
             start = time.perf_counter()
-        loss, _ = dmp(batches[step])
+        if pipeline is not None:  # zero_grad, forward, backward, step; next batch in flight
+            loss = pipeline.progress(data)[0]
+        else:
+            loss, _ = dmp(batches[step])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
         if counter is not None:
             counter.update(batches[step].sparse_features)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if counter is not None and (step + 1) % args.replan_every == 0:
             hot_plan = rehot_plan(hot_plan, counter.reduce())  # type: ignore[arg-type]
             counter.reset()
+            # in flight: the next batch, remapped with the old hot ids; fed again after replan
+            pending = drain_pipeline(pipeline) if pipeline is not None else []
             report = replan(dmp, hot_plan)
+            if pipeline is not None:
+                pipeline = make_train_pipeline(dmp, optimizer, device, plan)
+                data = itertools.chain(pending, data)
             if rank == 0:
                 bar.write(f"[{label}] step {step + 1}: re-planned, "
                           f"{sum(report.rows_moved.values()):,} rows changed hotness in "
@@ -205,6 +224,8 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
                           file=sys.stderr)
         if ckpt is not None and (step + 1) % args.checkpoint_every == 0:
             save_checkpoint(dmp, ckpt, step=step + 1)
+    if pipeline is not None:
+        drain_pipeline(pipeline)
     dist.barrier()
     seconds = time.perf_counter() - start
     samples_per_s = (len(batches) - warmup) * args.batch_size * world / max(seconds, 1e-9)
@@ -250,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         results["torchrec-hot"] = train("hot_cold", model, sharding_plan, batches, init, args,
                                         device, hot_plan)
     if rank == 0:
+        loop = "plain loop" if args.no_pipeline else "TorchRec sparse-dist train pipeline"
         print(f"\n{world} ranks x {args.batch_size} samples/step, {args.steps} steps, "
-              f"{'cuda' if cuda else f'cpu, {args.threads} thread(s) per rank'}")
+              f"{'cuda' if cuda else f'cpu, {args.threads} thread(s) per rank'}, {loop}")
         for name, (rate, _, loss) in results.items():
             print(f"  {name:>15}: {rate:10,.0f} samples/s   final loss {loss:.5f}")
         if len(results) == 2:

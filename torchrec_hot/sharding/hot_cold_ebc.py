@@ -24,6 +24,9 @@ stock EBC rejects) pools sum(w * e) / L with the matching gradient w / L per id;
 Outputs are within float rounding of the stock module's (a split bag sums its hot and cold rows
 separately); gradients and optimizer updates reach exactly the rows, with exactly the scales, of
 the stock module (see tests/test_hot_cold_ebc.py for what is bit-exact).
+
+The state-dict hooks live in `hot_cold_state.py`, the merge of sharded outputs in
+`hot_cold_merge.py`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor
 from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
 
-from torchrec_hot.sharding.remap import KJTRemapper, merge_rows, split_rows
+from torchrec_hot.sharding.hot_cold_merge import PooledMerge
+from torchrec_hot.sharding.hot_cold_state import (
+    logical_state_dict_hook,
+    split_state_dict_pre_hook,
+)
+from torchrec_hot.sharding.remap import KJTRemapper
+from torchrec_hot.sharding.row_split import merge_rows
 from torchrec_hot.sharding.split import (
     SPLIT_MODULE_ATTR,
     Placement,
@@ -48,28 +56,6 @@ from torchrec_hot.sharding.split import (
 )
 
 HotIds = torch.Tensor | np.ndarray
-
-
-class _MergeRows(torch.autograd.Function):
-    """Logical outputs (B, F * D) from inner outputs (B, K * D), all blocks D wide: output block
-    (b, f) is the sum of f's inner blocks (b, k) in order, computed by `embedding_bag` over the
-    inner output seen as a (B * K, D) table (one row-major pass, no per-feature column slices:
-    on CPU ~3x faster than slicing, adding and concatenating). Each sum is 0 + hot + cold, so
-    it equals `hot + cold` (a -0.0 comes out as 0.0). Backward: each inner block gets its
-    output block's gradient, gathered in one pass."""
-
-    @staticmethod
-    def forward(ctx, values: torch.Tensor, plan: tuple, dim: int) -> torch.Tensor:  # type: ignore[override]
-        rows, offsets, back = plan  # (B*L,) inner rows of each output row, (B*F + 1,), (B*K,)
-        table = values.contiguous().view(-1, dim)
-        out = F.embedding_bag(rows, table, offsets, mode="sum", include_last_offset=True)
-        ctx.back, ctx.dim = back, dim
-        return out.view(values.shape[0], -1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        inner = grad.contiguous().view(-1, ctx.dim).index_select(0, ctx.back)
-        return inner.view(grad.shape[0], -1), None, None
 
 
 def _checked_hot_ids(ids: HotIds | None, table: EmbeddingBagConfig) -> torch.Tensor:
@@ -88,55 +74,6 @@ def _checked_hot_ids(ids: HotIds | None, table: EmbeddingBagConfig) -> torch.Ten
     if t.numel() > 1 and not bool((t[1:] > t[:-1]).all()):
         raise ValueError(f"table {table.name!r}: hot ids must be sorted and unique")
     return t
-
-
-def _logical_state_dict_hook(
-    module: HotColdEmbeddingBagCollection, state_dict: dict, prefix: str, local_metadata: dict
-) -> None:
-    """state_dict post-hook: split-table weights -> logical `embedding_bags.<T>.weight`."""
-    inner = f"{prefix}{SPLIT_MODULE_ATTR}.embedding_bags."
-    for table in module.embedding_bag_configs():
-        keys = [f"{inner}{part}.weight" for part in module._parts[table.name]]
-        if not all(k in state_dict for k in keys):
-            continue
-        parts = [state_dict[k] for k in keys]
-        if not all(type(p) in (torch.Tensor, nn.Parameter) for p in parts):
-            continue  # sharded (ShardedTensor / DTensor): left in the split layout
-        for k in keys:
-            del state_dict[k]
-        merged = parts[0] if len(parts) == 1 else merge_rows(*parts, module.hot_ids(table.name))
-        state_dict[f"{prefix}embedding_bags.{table.name}.weight"] = merged
-
-
-def _split_state_dict_pre_hook(
-    module: HotColdEmbeddingBagCollection,
-    state_dict: dict,
-    prefix: str,
-    local_metadata: dict,
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
-) -> None:
-    """load_state_dict pre-hook: logical `embedding_bags.<T>.weight` -> split-table weights."""
-    inner = f"{prefix}{SPLIT_MODULE_ATTR}.embedding_bags."
-    for table in module.embedding_bag_configs():
-        key = f"{prefix}embedding_bags.{table.name}.weight"
-        if key not in state_dict:
-            continue
-        parts = module._parts[table.name]
-        full = state_dict.pop(key)
-        if len(parts) == 1:
-            state_dict[f"{inner}{parts[0]}.weight"] = full
-        elif tuple(full.shape) != (table.num_embeddings, table.embedding_dim):
-            error_msgs.append(
-                f"size mismatch for {key}: copying a param with shape {tuple(full.shape)}, "
-                f"the logical table has ({table.num_embeddings}, {table.embedding_dim})"
-            )
-        else:
-            hot, cold = split_rows(full, module.hot_ids(table.name))
-            state_dict[f"{inner}{parts[0]}.weight"] = hot
-            state_dict[f"{inner}{parts[1]}.weight"] = cold
 
 
 class HotColdEmbeddingBagCollection(nn.Module):
@@ -231,9 +168,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
             for f, name in zip(c.feature_names, names, strict=True)
         ]
 
-        self._merge_plans: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see `_merge_plan`
-        self.register_state_dict_post_hook(_logical_state_dict_hook)
-        self.register_load_state_dict_pre_hook(_split_state_dict_pre_hook)
+        self.merge = PooledMerge(self._outputs, self._dims)
+        self.register_state_dict_post_hook(logical_state_dict_hook)
+        self.register_load_state_dict_pre_hook(split_state_dict_pre_hook)
 
     def _check_shared_features(self, mean_features: set[str]) -> None:
         owners: dict[str, list[EmbeddingBagConfig]] = {}
@@ -255,6 +192,13 @@ class HotColdEmbeddingBagCollection(nn.Module):
     def split_module(self) -> EmbeddingBagCollection:
         """The inner stock EmbeddingBagCollection of split tables (`split_ebc`)."""
         return getattr(self, SPLIT_MODULE_ATTR)
+
+    @property
+    def remapper(self) -> KJTRemapper:
+        """The id remapper (`remap`), also while a TorchRec train pipeline has wrapped it to run
+        ahead of the forward (`PipelinedPostproc`)."""
+        remap = self.remap
+        return remap if isinstance(remap, KJTRemapper) else remap.postproc_module
 
     @property
     def device(self) -> torch.device:
@@ -280,7 +224,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
         for a UVM table), on the module's device."""
         placement = self._placements[table]
         if placement is Placement.SPLIT:
-            return self.remap.hot_ids(table)
+            return self.remapper.hot_ids(table)
         n = next(t.num_embeddings for t in self._tables if t.name == table)
         return torch.arange(n if placement is Placement.HBM else 0, device=self.device)
 
@@ -289,7 +233,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
         moving the rows' weights and optimizer state is `sharding.migrate.replan`'s job."""
         if self._placements[table] is not Placement.SPLIT:
             raise ValueError(f"table {table!r} is not split")
-        self.remap.set_hot_ids(table, hot_ids)
+        self.remapper.set_hot_ids(table, hot_ids)
 
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
         bags = self.split_module.embedding_bags
@@ -338,57 +282,8 @@ class HotColdEmbeddingBagCollection(nn.Module):
                 ).float()
                 for table, f, name in self._lookups
             }
-        else:
-            kt = inner(kjt)  # sharded outputs come in sharding-group order: merged by name
-            plan = self._merge_plan(kt.keys(), kt.length_per_key(), kt.values())
-            if plan is not None:
-                return KeyedTensor(
-                    keys=[name for name, _ in self._outputs],
-                    length_per_key=self._dims,
-                    values=_MergeRows.apply(kt.values(), plan, self._dims[0]),
-                )
-            pooled = kt.to_dict()
-        values = []
-        for _, parts in self._outputs:
-            v = pooled[parts[0]]
-            for p in parts[1:]:
-                v = v.add_(pooled[p]) if in_place else v + pooled[p]
-            values.append(v)
-        return KeyedTensor(
-            keys=[name for name, _ in self._outputs],
-            length_per_key=self._dims,
-            values=torch.cat(values, dim=1),
-        )
-
-    def _merge_plan(
-        self, keys: list[str], dims: list[int], values: torch.Tensor
-    ) -> tuple[torch.Tensor, ...] | None:
-        """`_MergeRows` index tensors for inner output `keys` and batch size B (cached), or None
-        when the outputs are not all equally wide."""
-        if len(set(dims) | set(self._dims)) != 1 or values.dim() != 2 or not len(values):
-            return None
-        batch, device = values.shape[0], values.device
-        cache_key = (tuple(keys), batch, device)
-        plan = self._merge_plans.get(cache_key)
-        if plan is None:
-            where = {k: i for i, k in enumerate(keys)}
-            parts = [[where[p] for p in ps] for _, ps in self._outputs]
-            num_keys, num_out = len(keys), len(parts)
-            b = torch.arange(batch, device=device).unsqueeze(1)
-            flat = torch.tensor([k for ps in parts for k in ps], device=device)
-            sizes = torch.tensor([len(ps) for ps in parts], device=device).repeat(batch)
-            out_of_key = torch.empty(num_keys, dtype=torch.long, device=device)
-            for o, ps in enumerate(parts):
-                out_of_key[ps] = o
-            plan = (
-                (b * num_keys + flat).flatten(),
-                F.pad(torch.cumsum(sizes, 0), (1, 0)),
-                (b * num_out + out_of_key).flatten(),
-            )
-            if len(self._merge_plans) >= 8:
-                self._merge_plans.pop(next(iter(self._merge_plans)))
-            self._merge_plans[cache_key] = plan
-        return plan
+            return self.merge.sum_pooled(pooled, in_place=True)
+        return self.merge(inner(kjt))  # sharded: outputs in sharding-group order, merged by name
 
     @classmethod
     def from_ebc(

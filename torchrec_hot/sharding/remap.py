@@ -15,7 +15,8 @@ split tables' hot ids live in one sorted int64 buffer (8 bytes per hot row), tab
 the row counts of the split tables before it, so one `searchsorted` gives every id's
 `pos = #(h < v)`, hence the slot (`pos` when `h[pos] == v`) and the cold index (`v - pos`).
 Small per-row index tensors are built on the host from the KJT's strides and cached per
-(keys, strides) layout (copied through pinned memory, without blocking).
+(keys, strides) layout (copied through pinned memory, without blocking; `remap_layout.py`,
+`remap_vectorised.py`).
 CPU (default): feature by feature, since a feature's ids are one contiguous slice of the values:
 host syncs cost nothing there, slices of a few thousand ids stay in cache, and no full-length
 temporary is allocated (glibc serves each fresh buffer over ~128 KiB with new, page-faulting
@@ -23,8 +24,8 @@ pages: the vectorised path measured 20 ms for 26 x 4096 ids, this one 4-5 ms). E
 gets a code table (int32, 4 bytes per row, host memory, built on first CPU use): `code[v]` is
 v's position in (hot ids, cold ids), so one gather and `code < H` split a feature (searchsorted's
 CPU kernel costs ~200 ns per id), then `masked_select_jagged_1d` (or, when every bag holds one
-id, as in Criteo, two masked selects). The output KJT carries its per-key JaggedTensors. Both
-paths give the same KJT.
+id, as in Criteo, two masked selects). The output KJT carries its per-key JaggedTensors
+(`remap_cpu.py`). Both paths give the same KJT.
 
 MEAN pooling: features listed in `mean_features` additionally get per-id weights `1 / L` (times
 their own weight, if the KJT is weighted), where `L` is the sample's length before the split, so a
@@ -38,82 +39,28 @@ Variable batch size per feature (VBE: `stride_per_key_per_rank`, optional `inver
 passed through: both halves of `f` get `f`'s strides and inverse indices. An unsharded TorchRec
 `EmbeddingBagCollection` accepts such a KJT on CPU (it expands pooled outputs by the inverse
 indices), and so does the remap.
+
+Row helpers for the same split of table rows (`cold_mask`, `split_rows`, `merge_rows`) live in
+`row_split.py` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 
 import torch
-import torch.nn.functional as F
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
+from torchrec_hot.sharding.remap_cpu import remap_per_key
+from torchrec_hot.sharding.remap_layout import RemapLayout, build_layout
+from torchrec_hot.sharding.remap_vectorised import remap_vectorised
+from torchrec_hot.sharding.row_split import cold_mask, merge_rows, split_rows
+
+__all__ = ["KJTRemapper", "cold_mask", "merge_rows", "remap_kjt", "split_rows", "validate_ids"]
 
 _LAYOUT_CACHE_SIZE = 16
-
-
-def cold_mask(hot_ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
-    """(num_embeddings,) bool: True for rows that are not in `hot_ids`."""
-    mask = torch.ones(num_embeddings, dtype=torch.bool, device=hot_ids.device)
-    mask[hot_ids] = False
-    return mask
-
-
-def split_rows(full: torch.Tensor, hot_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a logical (N, ...) tensor into its hot rows (H, ...) and cold rows (N - H, ...),
-    in hot-slot and compact-cold-index order."""
-    hot_ids = hot_ids.to(full.device)
-    return full[hot_ids], full[cold_mask(hot_ids, full.shape[0])]
-
-
-def merge_rows(hot: torch.Tensor, cold: torch.Tensor, hot_ids: torch.Tensor) -> torch.Tensor:
-    """Inverse of `split_rows`: the logical (H + C, ...) tensor from hot (H, ...) and cold
-    (C, ...) rows."""
-    n = hot.shape[0] + cold.shape[0]
-    hot_ids = hot_ids.to(hot.device)
-    out = hot.new_empty((n, *hot.shape[1:]))
-    out[hot_ids] = hot
-    out[cold_mask(hot_ids, n)] = cold
-    return out
-
-
-def _complete_cumsum(t: torch.Tensor) -> torch.Tensor:
-    """(n,) -> (n + 1,) int64 inclusive cumsum with a leading 0."""
-    return F.pad(torch.cumsum(t, 0), (1, 0))
-
-
-def _host_tensor(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    t = torch.tensor(data, dtype=dtype)
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    """Index tensors for one (keys, strides) input layout. R = input rows (sum of strides),
-    R' = output rows, F = input keys."""
-
-    keys: list[str]  # output keys
-    key_of_row: torch.Tensor  # (R,) int64: input key index of each input row
-    first_row: torch.Tensor  # (R,) int64: output row of the hot (or pass-through) half
-    second_row: torch.Tensor  # (R,) int64: output row of the cold half (= first_row if unsplit)
-    stream_rows: torch.Tensor  # (R',) int64: index into cat(first_lengths, second_lengths)
-    key_source: torch.Tensor  # (F',) int64: input key index of each output key
-    is_split: torch.Tensor  # (F,) bool
-    id_base: torch.Tensor  # (F,) int64: offset of the key's table in the merged hot-id buffer
-    hot_start: torch.Tensor  # (F,) int64: first position of the table's ids in that buffer
-    is_mean: torch.Tensor  # (F,) bool: ids get weight 1 / L
-    num_embeddings: torch.Tensor  # (F,) int64: table rows (-1: unknown key, not validated)
-    any_split: bool
-    any_mean: bool
-    spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
-    row_bounds: list[int]  # (F + 1,) host: input rows of key k are row_bounds[k]:row_bounds[k+1]
-    key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, N, MEAN)
 
 
 class KJTRemapper(torch.nn.Module):
@@ -162,7 +109,7 @@ class KJTRemapper(torch.nn.Module):
             start += ids.numel()
         merged = torch.cat(shifted) if shifted else torch.zeros(0, dtype=torch.int64)
         self.register_buffer("_hot_merged", merged, persistent=False)
-        self._layouts: OrderedDict[tuple, _Layout] = OrderedDict()
+        self._layouts: OrderedDict[tuple, RemapLayout] = OrderedDict()
 
     def hot_ids(self, table: str) -> torch.Tensor:
         """The sorted hot ids (H,) int64 of split table `table`, on the module's device."""
@@ -186,12 +133,11 @@ class KJTRemapper(torch.nn.Module):
         self._codes.pop(table, None)  # derived from the hot ids: rebuilt on next use
 
     def split_tables(self) -> list[str]:
+        """Names of the split tables, in the order of the merged hot-id buffer."""
         return list(self._hot_span)
 
-    def _is_split(self, key: str) -> bool:
-        return self._table_of_feature.get(key) in self._hot_span
-
-    def _layout(self, kjt: KeyedJaggedTensor) -> _Layout:
+    def _layout(self, kjt: KeyedJaggedTensor) -> RemapLayout:
+        """The (cached) layout of `kjt`'s keys and strides on its device."""
         keys = kjt.keys()
         vbe = kjt.variable_stride_per_key()
         strides = kjt.stride_per_key()
@@ -203,59 +149,16 @@ class KJTRemapper(torch.nn.Module):
             self._layouts.move_to_end(cache_key)
             return layout
 
-        out_keys, key_source, out_spkpr = [], [], []
-        key_of_row, first_row, second_row, stream_rows = [], [], [], []
-        n_rows, in_row, out_row = sum(strides), 0, 0
-        for k, (key, stride) in enumerate(zip(keys, strides, strict=True)):
-            rows_in = list(range(in_row, in_row + stride))
-            first = list(range(out_row, out_row + stride))
-            key_of_row += [k] * stride
-            first_row += first
-            if self._is_split(key):
-                second = [r + stride for r in first]
-                stream_rows += rows_in + [n_rows + r for r in rows_in]
-                out_keys += [key + HOT_SUFFIX, key + COLD_SUFFIX]
-                key_source += [k, k]
-                out_row += 2 * stride
-            else:
-                second = first
-                stream_rows += rows_in
-                out_keys.append(key)
-                key_source.append(k)
-                out_row += stride
-            second_row += second
-            if spkpr is not None:
-                out_spkpr += [spkpr[k]] * (len(out_keys) - len(out_spkpr))
-            in_row += stride
-
-        tables = [self._table_of_feature.get(key) for key in keys]
-        i64 = torch.int64
-        layout = _Layout(
-            keys=out_keys,
-            key_of_row=_host_tensor(key_of_row, i64, device),
-            first_row=_host_tensor(first_row, i64, device),
-            second_row=_host_tensor(second_row, i64, device),
-            stream_rows=_host_tensor(stream_rows, i64, device),
-            key_source=_host_tensor(key_source, i64, device),
-            is_split=_host_tensor([self._is_split(k) for k in keys], torch.bool, device),
-            id_base=_host_tensor([self._id_base.get(t, 0) for t in tables], i64, device),
-            hot_start=_host_tensor([self._hot_span.get(t, (0, 0))[0] for t in tables], i64, device),
-            is_mean=_host_tensor([k in self._mean_features for k in keys], torch.bool, device),
-            num_embeddings=_host_tensor(
-                [self._num_embeddings.get(t, -1) if t else -1 for t in tables], i64, device
-            ),
-            any_split=any(self._is_split(k) for k in keys),
-            any_mean=any(k in self._mean_features for k in keys),
-            spkpr=out_spkpr if spkpr is not None else None,
-            row_bounds=[0, *itertools.accumulate(strides)],
-            key_info=[
-                (
-                    t if self._is_split(k) else None,
-                    self._num_embeddings.get(t, -1) if t else -1,
-                    k in self._mean_features,
-                )
-                for k, t in zip(keys, tables, strict=True)
-            ],
+        layout = build_layout(
+            keys,
+            strides,
+            spkpr,
+            device,
+            self._table_of_feature,
+            self._num_embeddings,
+            self._id_base,
+            self._hot_span,
+            self._mean_features,
         )
         self._layouts[cache_key] = layout
         if len(self._layouts) > _LAYOUT_CACHE_SIZE:
@@ -332,136 +235,8 @@ class KJTRemapper(torch.nn.Module):
         if not (layout.any_split or layout.any_mean):
             return kjt
         if kjt.values().device.type == "cpu" and self._use_cpu_rank:
-            return self._forward_per_key(kjt, layout)
-        return self._forward_vectorised(kjt, layout)
-
-    def _forward_per_key(self, kjt: KeyedJaggedTensor, layout: _Layout) -> KeyedJaggedTensor:
-        """CPU remap, feature by feature (see module docstring). The output KJT comes with its
-        per-key JaggedTensors (`to_dict()` needs no further split) and per-key lengths."""
-        values, lengths, weights = kjt.values(), kjt.lengths(), kjt.weights_or_none()
-        bounds = [0, *itertools.accumulate(kjt.length_per_key())]  # key k: values[b[k]:b[k+1]]
-        at_most_one = lengths.numel() == 0 or int(lengths.max()) <= 1
-        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-        for k, (table, _, mean) in enumerate(layout.key_info):
-            v = values[bounds[k] : bounds[k + 1]]
-            lens = lengths[layout.row_bounds[k] : layout.row_bounds[k + 1]]
-            w = None if weights is None else weights[bounds[k] : bounds[k + 1]]
-            if mean:
-                inv_len = (1.0 / lens.float()).repeat_interleave(lens, output_size=v.numel())
-                w = inv_len if w is None else w * inv_len
-            elif layout.any_mean and w is None:
-                w = torch.ones(v.numel())
-            if table is None:
-                parts.append((v, lens, w))
-                continue
-            num_hot = self._hot_span[table][1] - self._hot_span[table][0]
-            code = self._code_table(table).index_select(0, v).to(values.dtype)
-            hot = code < num_hot
-            if at_most_one and v.numel() == lens.numel():  # one id per bag: id i is bag i
-                hot_values, hot_lens = code.masked_select(hot), hot.to(lens.dtype)
-            else:
-                hot_values, hot_lens = torch.ops.fbgemm.masked_select_jagged_1d(code, lens, hot)
-            cold = ~hot
-            parts.append((hot_values, hot_lens, None if w is None else w.masked_select(hot)))
-            cold_w = None if w is None else w.masked_select(cold)
-            parts.append((code.masked_select(cold).sub_(num_hot), lens - hot_lens, cold_w))
-        out_weights = None if parts[0][2] is None else torch.cat([w for _, _, w in parts])
-        jt_dict = {  # VBE: left to TorchRec's own split (per-key strides)
-            key: JaggedTensor(values=v, lengths=n, weights=w)
-            for key, (v, n, w) in zip(layout.keys, parts, strict=True)
-        }
-        values = torch.cat([v for v, _, _ in parts])
-        lengths = torch.cat([n for _, n, _ in parts])
-        return self._output(
-            kjt, layout, values, lengths, out_weights, [v.numel() for v, _, _ in parts], jt_dict
-        )
-
-    def _forward_vectorised(self, kjt: KeyedJaggedTensor, layout: _Layout) -> KeyedJaggedTensor:
-        """All features at once, no host sync (accelerators; see module docstring)."""
-        values = kjt.values()
-        lengths = kjt.lengths().long()
-        weights = kjt.weights_or_none()
-        device = values.device
-        n_ids, n_rows = values.numel(), lengths.numel()
-        ids = torch.arange(n_ids, device=device)
-        row = torch.repeat_interleave(
-            torch.arange(n_rows, device=device), lengths, output_size=n_ids
-        )
-        key = layout.key_of_row.index_select(0, row)
-
-        if layout.any_mean:
-            inv_len = (1.0 / lengths.float()).index_select(0, row)
-            inv_len = torch.where(layout.is_mean.index_select(0, key), inv_len, 1.0)
-            weights = inv_len if weights is None else weights * inv_len
-
-        if not layout.any_split:
-            out_values, out_weights, out_lengths = values, weights, kjt.lengths()
-        else:
-            v = values.long()
-            split = layout.is_split.index_select(0, key)
-            merged_ids = v + layout.id_base.index_select(0, key)
-            hot_ids = self._hot_merged.to(device)  # stays on CPU when built on meta
-            pos_merged = torch.searchsorted(hot_ids, merged_ids)
-            at = pos_merged.clamp(max=hot_ids.numel() - 1)
-            hot = hot_ids.index_select(0, at) == merged_ids
-            pos = pos_merged - layout.hot_start.index_select(0, key)  # #(table's hot ids < v)
-            hot = hot & split
-            first = hot | ~split  # goes to the hot half, or passes through
-            new_values = torch.where(split, torch.where(hot, pos, v - pos), v).to(values.dtype)
-
-            offsets = _complete_cumsum(lengths)  # (R + 1,)
-            first_before = _complete_cumsum(first.long())  # (n + 1,): #first ids before i
-            first_at_row = first_before.index_select(0, offsets)  # (R + 1,)
-            first_len = first_at_row[1:] - first_at_row[:-1]
-            second_len = lengths - first_len
-            out_len = torch.cat([first_len, second_len]).index_select(0, layout.stream_rows)
-            out_offsets = _complete_cumsum(out_len)
-            # destination of id i = start of its output row + its rank among its half's ids
-            first_base = out_offsets.index_select(0, layout.first_row) - first_at_row[:-1]
-            second_base = out_offsets.index_select(0, layout.second_row) - (
-                offsets[:-1] - first_at_row[:-1]
-            )
-            c = first_before[:-1]
-            dest = torch.where(
-                first,
-                first_base.index_select(0, row) + c,
-                second_base.index_select(0, row) + ids - c,
-            )
-            perm = torch.empty_like(dest).index_copy_(0, dest, ids)  # output slot -> input id
-            out_values = new_values.index_select(0, perm)
-            out_weights = None if weights is None else weights.index_select(0, perm)
-            out_lengths = out_len.to(kjt.lengths().dtype)
-
-        return self._output(kjt, layout, out_values, out_lengths, out_weights)
-
-    @staticmethod
-    def _output(
-        kjt: KeyedJaggedTensor,
-        layout: _Layout,
-        values: torch.Tensor,
-        lengths: torch.Tensor,
-        weights: torch.Tensor | None,
-        length_per_key: list[int] | None = None,
-        jt_dict: dict[str, JaggedTensor] | None = None,
-    ) -> KeyedJaggedTensor:
-        """The output KJT; `length_per_key` and `jt_dict` (per-key JaggedTensors) when known."""
-        inverse = kjt.inverse_indices_or_none()
-        if inverse is not None:
-            inverse = (layout.keys, inverse[1][layout.key_source])
-        return KeyedJaggedTensor(
-            keys=layout.keys,
-            values=values,
-            weights=weights,
-            lengths=lengths,
-            stride=None if layout.spkpr is not None else kjt.stride(),
-            stride_per_key_per_rank=layout.spkpr,
-            length_per_key=length_per_key,
-            offset_per_key=None
-            if length_per_key is None
-            else [0, *itertools.accumulate(length_per_key)],
-            jt_dict=None if layout.spkpr is not None else jt_dict,
-            inverse_indices=inverse,
-        )
+            return remap_per_key(kjt, layout, self._code_table, self._hot_span)
+        return remap_vectorised(kjt, layout, self._hot_merged)
 
 
 def remap_kjt(
