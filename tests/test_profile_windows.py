@@ -198,3 +198,18 @@ def test_trace_keeps_whole_runs_within_its_budget():
             for t in tables:
                 want = np.concatenate([by_key[f].values().numpy() for f in t.feature_names])
                 np.testing.assert_array_equal(run.batches(t.name)[b], want)
+
+
+@PROPS
+@given(
+    counts=st.lists(st.integers(0, 300_000), max_size=60),
+    ks=st.lists(st.integers(-1, 70), min_size=1, max_size=5),
+)
+def test_histogram_hot_shares_equal_a_full_sort(counts, ks):
+    from torchrec_hot.profiling.stats import exact_hot_shares
+
+    c = np.array(counts, dtype=np.int64)
+    total = c.sum()
+    for k, got in zip(ks, exact_hot_shares(c, ks), strict=True):
+        top = np.sort(c)[::-1][: max(k, 0)].sum()
+        assert got.share == pytest.approx(top / total if total else 0.0)

@@ -111,10 +111,11 @@ def sample_chunk(chunk: IdChunk, rate: float, rng: np.random.Generator) -> IdChu
     """The chunk's samples each kept with probability `rate` (all their ids, every feature)."""
     keep_np = rng.random(chunk.num_samples) < rate
     keep = torch.from_numpy(keep_np)
+    rows = torch.from_numpy(np.flatnonzero(keep_np))  # index_select beats a bool mask
     features = {}
     for name, f in chunk.features.items():
         if f.lengths is None:
-            features[name] = FeatureIds(f.values[keep])
+            features[name] = FeatureIds(f.values.index_select(0, rows))
         else:
             mask = np.repeat(keep_np, f.lengths.numpy().astype(np.int64, copy=False))
             features[name] = FeatureIds(f.values[torch.from_numpy(mask)], f.lengths[keep])

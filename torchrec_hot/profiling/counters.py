@@ -4,7 +4,7 @@
 seen fewer than 2**31 lookups (no row can overflow then) and move to int64 past that; a batch of
 ids is counted with `torch.bincount` when the table is small next to the batch and with
 `index_add_` otherwise (both measured fastest of np.bincount / np.add.at / index_add_ /
-torch.bincount on this machine, see docs/BENCHMARKS_PROFILE.md).
+torch.bincount on this machine, see docs/BENCHMARKS.md).
 
 `HeavyHitterSketch` is the Misra-Gries frequent-items summary (the algorithm behind Apache
 DataSketches' `frequent_items_sketch`), updated a batch at a time with vectorised numpy: the
@@ -108,9 +108,12 @@ class HeavyHitterSketch:
         """Adds a batch of ids (1-D int tensor, already checked in range)."""
         if ids.numel() == 0:
             return
-        unique, counts = torch.unique(ids, sorted=True, return_counts=True)
-        self.total += int(ids.numel())
-        self._absorb(unique.numpy().astype(np.int64), counts.numpy().astype(np.int64))
+        # np.sort (vectorised) is ~20x faster than torch.unique on CPU here
+        values = np.sort(ids.numpy())
+        starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+        counts = np.diff(np.append(starts, values.size))
+        self.total += int(values.size)
+        self._absorb(values[starts].astype(np.int64), counts.astype(np.int64))
 
     @staticmethod
     def from_state(
@@ -131,17 +134,18 @@ class HeavyHitterSketch:
             ids, counts = ids[~hit], counts[~hit]
         if ids.size == 0:
             return
-        all_ids = np.concatenate([self.ids, ids])
-        all_counts = np.concatenate([self.counters, counts])
-        if all_ids.size > self.capacity:
-            cut = all_ids.size - self.capacity - 1
-            threshold = int(np.partition(all_counts, cut)[cut])
-            all_counts -= threshold
-            keep = all_counts > 0
-            all_ids, all_counts = all_ids[keep], all_counts[keep]
+        if self.ids.size + ids.size > self.capacity:
+            cut = self.ids.size + ids.size - self.capacity - 1
+            threshold = int(np.partition(np.concatenate([self.counters, counts]), cut)[cut])
             self.offset += threshold
-        order = np.argsort(all_ids, kind="stable")
-        self.ids, self.counters = all_ids[order], all_counts[order]
+            old = self.counters > threshold
+            self.ids, self.counters = self.ids[old], self.counters[old] - threshold
+            new = counts > threshold
+            ids, counts = ids[new], counts[new] - threshold
+        # both sorted: an O(n) merge keeps the tracked ids sorted
+        at = np.searchsorted(self.ids, ids)
+        self.ids = np.insert(self.ids, at, ids)
+        self.counters = np.insert(self.counters, at, counts)
 
     def merge(self, other: HeavyHitterSketch) -> None:
         """Adds `other`'s stream (same table) by the Misra-Gries merge rule."""

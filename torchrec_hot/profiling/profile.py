@@ -41,6 +41,7 @@ from torchrec_hot.profiling.spec import TableSpec, as_specs, table_differences
 from torchrec_hot.profiling.stats import (
     HotShare,
     exact_hot_share,
+    exact_hot_shares,
     sampled_hot_share,
     sketch_hot_share,
 )
@@ -328,6 +329,12 @@ class PopularityProfile:
 
     def hot_share_estimate(self, table: str, k: int, window: WindowSelector = None) -> HotShare:
         """The full-data hot share at `k` rows with its standard error (see `stats`)."""
+        return self.hot_share_estimates(table, [k], window)[0]
+
+    def hot_share_estimates(
+        self, table: str, ks: Sequence[int], window: WindowSelector = None
+    ) -> list[HotShare]:
+        """`hot_share_estimate` at each of `ks`, reading the counts once."""
         windows = self._selected(window)
         rates = {w.sample_rate for w in windows}
         rate = rates.pop() if len(rates) == 1 else 1.0  # mixed rates: scaled counts, no SE
@@ -337,19 +344,16 @@ class PopularityProfile:
             merged = HeavyHitterSketch(self._tables[table].num_embeddings, 1 << 62)
             for w in windows:
                 merged.merge(w.counters[table])  # type: ignore[arg-type]
-            return sketch_hot_share(
-                merged.counters,
-                merged.offset,
-                raw_total,
-                merged.num_rows,
-                k,
-                rate,
-                deff,
-            )
+            return [
+                sketch_hot_share(
+                    merged.counters, merged.offset, raw_total, merged.num_rows, k, rate, deff
+                )
+                for k in ks
+            ]
         if rate == 1.0:
-            return exact_hot_share(self.counts(table, window), k)
+            return exact_hot_shares(self.counts(table, window), ks)
         raw = sum(w.counters[table].counts() for w in windows)
-        return sampled_hot_share(raw, k, rate, deff)
+        return [sampled_hot_share(raw, k, rate, deff) for k in ks]
 
     def check_matches(
         self, tables: Sequence[EmbeddingBagConfig | TableSpec], check_dims: bool = True

@@ -98,6 +98,33 @@ def exact_hot_share(counts: np.ndarray, k: int) -> HotShare:
     return HotShare(int(k), share, 0.0, share, share)
 
 
+def exact_hot_shares(counts: np.ndarray, ks) -> list[HotShare]:
+    """`exact_hot_share` at each of `ks` in O(rows): a histogram of the count values (rows with
+    a count of at least 2^16 are few and sorted apart), no sort of the table."""
+    total = int(counts.sum())
+    limit = 1 << 16
+    big = np.sort(counts[counts >= limit])[::-1].astype(np.int64)
+    hist = np.bincount(counts[counts < limit], minlength=limit)[::-1]  # value limit-1 .. 0
+    values = np.arange(limit - 1, -1, -1, dtype=np.int64)
+    rows_cum = np.cumsum(hist)
+    look_cum = np.cumsum(hist * values)
+    big_cum = np.concatenate([[0], np.cumsum(big)])
+    out = []
+    for k in ks:
+        k = max(0, min(int(k), counts.shape[0]))
+        if k <= big.shape[0]:
+            hot = int(big_cum[k])
+        else:
+            rest = k - big.shape[0]
+            i = int(np.searchsorted(rows_cum, rest))  # level where the k-th row sits
+            before_rows = int(rows_cum[i - 1]) if i else 0
+            before = int(look_cum[i - 1]) if i else 0
+            hot = int(big_cum[-1]) + before + (rest - before_rows) * int(values[i])
+        share = hot / total if total else 0.0
+        out.append(HotShare(k, share, 0.0, share, share))
+    return out
+
+
 def sampled_hot_share(
     counts: np.ndarray, k: int, sample_rate: float, design_effect: float = 1.0
 ) -> HotShare:

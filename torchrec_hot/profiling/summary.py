@@ -38,7 +38,7 @@ def profile_summary(
                 t.num_embeddings,
                 profile.lookups(t.name),
                 profile.error_bound(t.name),
-                tuple(profile.hot_share_estimate(t.name, k) for k in ks),
+                tuple(profile.hot_share_estimates(t.name, ks)),
             )
         )
     return out
