@@ -82,3 +82,28 @@ def test_profile_refuses_bad_arguments_and_incompatible_merges(tmp_path: Path, c
     assert main(["merge", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
                  "--out", str(tmp_path / "c.npz")]) == 2
     assert "cannot merge the profiles" in capsys.readouterr().err
+
+
+def test_plan_with_a_holdout_chooses_strategies_and_refuses_a_foreign_one(tmp_path: Path, capsys):
+    seed = str(np.random.default_rng().integers(2**31))
+    common = ["--synthetic", "criteo-kaggle", "--scale", "0.002", "--batch-size", "512",
+              "--embedding-dim", "16", "--seed", seed, "--drift-tables", "t_cat_2"]
+    profile, holdout, plan = tmp_path / "p.npz", tmp_path / "h.npz", tmp_path / "plan.json"
+    assert main(["profile", *common, "--batches", "8", "--synthetic-window", "0",
+                 "--out", str(profile)]) == 0
+    assert main(["profile", *common, "--batches", "8", "--synthetic-window", "1",
+                 "--trace-ids", str(8 * 512 * 26), "--out", str(holdout)]) == 0
+    capsys.readouterr()
+    args = ["plan", "--profile", str(profile), "--world-size", "2", "--hbm-gb", "0.0002",
+            "--batch-size", "256", "--holdout", str(holdout), "--out", str(plan)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[strategy per table] cost model H100" in out and "all HBM (limit)" in out
+    strategies = HotPlan.from_json(plan).strategies
+    assert strategies is not None and strategies.evaluated_on == "hold-out trace"
+    other = tmp_path / "other.npz"  # a hold-out of other tables
+    assert main(["profile", "--synthetic", "criteo-kaggle", "--scale", "0.004", "--batches",
+                 "2", "--batch-size", "64", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main([*args[:-4], "--holdout", str(other), "--out", str(plan)]) == 2
+    assert "torchrec-hot plan: error:" in capsys.readouterr().err

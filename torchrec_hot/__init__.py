@@ -5,6 +5,8 @@ from torchrec_hot.planner import (
     HotPlanner,
     PlanDoesNotFitError,
     PlanFormatError,
+    Strategy,
+    StrategyOptions,
     TablePlan,
     make_topology,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "PlanFormatError",
     "PopularityProfile",
     "ProfileFormatError",
+    "Strategy",
+    "StrategyOptions",
     "TablePlan",
     "TableSpec",
     "apply_hot_plan",

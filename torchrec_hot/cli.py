@@ -8,6 +8,8 @@
     torchrec-hot evaluate --profile day0.npz --holdout day1.npz
     torchrec-hot plot --profile day0.npz --holdout day1.npz --out-dir coverage/
     torchrec-hot plan --profile profile.npz --world-size 8 --hbm-gb 0.25 --out plan.json
+    torchrec-hot plan --profile day0.npz --holdout day1.npz --world-size 8 --hbm-gb 4 \
+        --out plan.json    # per table: static split, UVM cache or look-forward prefetch
     torchrec-hot report plan.json
 """
 
@@ -25,14 +27,17 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 import torch  # noqa: E402
 
+from torchrec_hot.planner.cost_model import A100, H100, V100  # noqa: E402
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
 from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError  # noqa: E402
 from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
+from torchrec_hot.planner.strategy_plan import StrategyOptions  # noqa: E402
 from torchrec_hot.profile import PopularityProfile, ProfileFormatError, TableSpec  # noqa: E402
 from torchrec_hot.profiling import commands  # noqa: E402
 from torchrec_hot.report import build_report, format_report  # noqa: E402
 
 _OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")
+HARDWARE = {"h100": H100, "a100": A100, "v100": V100}
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer] | None:
@@ -78,6 +83,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         optimizer_class=_optimizer_class(args.optimizer),
         compare_with_stock=not args.no_stock,
+        strategies=_strategy_options(args),
     )
     start = time.perf_counter()
     plan = planner.plan(configs, profile, module_path=args.module_path)
@@ -86,6 +92,19 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(format_report(build_report(plan)))
     print(f"\nplanned in {seconds:.1f} s -> {args.out}")
     return 0
+
+
+def _strategy_options(args: argparse.Namespace) -> StrategyOptions | None:
+    """Per-table strategies when asked for (`--strategies`, or implied by `--holdout`)."""
+    if not (args.strategies or args.holdout):
+        return None
+    holdout = PopularityProfile.load(args.holdout) if args.holdout else None
+    return StrategyOptions(
+        hardware=HARDWARE[args.hardware],
+        look_ahead=args.look_ahead,
+        holdout=holdout,
+        dense_ms=args.dense_ms,
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -143,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         "sparse_arch.embedding_bag_collection",
     )
     p.add_argument("--no-stock", action="store_true", help="skip the stock TorchRec plan")
+    s = p.add_argument_group("per-table strategies (static split, UVM cache, look-forward)")
+    s.add_argument("--strategies", action="store_true",
+                   help="choose per table by the cost model on the profile's own trace")
+    s.add_argument("--holdout", default=None,
+                   help="profile .npz of held-out input (torchrec-hot profile ... --trace-ids N) "
+                   "whose trace the strategies are measured on; implies --strategies")
+    s.add_argument("--hardware", choices=sorted(HARDWARE), default="h100",
+                   help="bandwidth preset of the cost model")
+    s.add_argument("--look-ahead", type=int, default=1, help="batches a look-forward cache "
+                   "prefetches ahead (1: TorchRec's prefetch pipeline)")
+    s.add_argument("--dense-ms", type=float, default=0.0,
+                   help="dense compute per step (ms) that can hide prefetches")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_plan)
 

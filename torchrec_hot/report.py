@@ -16,6 +16,7 @@ from torchrec.distributed.types import ParameterSharding
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.plan_io import shard_rows_per_rank
 from torchrec_hot.planner.stock import hbm_fraction
+from torchrec_hot.planner.strategy_summary import StrategySummary
 from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
 
 
@@ -64,6 +65,7 @@ class ShardingReport:
     ours: PlanColumns
     stock: PlanColumns | None
     stock_hbm_cap: int | None
+    strategies: StrategySummary | None = None
 
 
 def _ranks_text(ranks: Iterable[int]) -> str:
@@ -114,8 +116,13 @@ def _lookups_per_rank(
 
 
 def _our_table_row(
-    tp: TablePlan, module_plan: Mapping[str, ParameterSharding], world: int
+    tp: TablePlan,
+    module_plan: Mapping[str, ParameterSharding],
+    world: int,
+    cache_hit_rate: float | None = None,
 ) -> TableRow:
+    """`cache_hit_rate`: for a table with a UVM cache, the simulated share of its lookups served
+    from HBM (hot rows + cache), which the profile's counts cannot say."""
     if tp.placement is Placement.SPLIT:
         parts = [(tp.name + HOT_SUFFIX, "hot"), (tp.name + COLD_SUFFIX, "cold")]
     else:
@@ -129,10 +136,13 @@ def _our_table_row(
         table=tp.name,
         rows=tp.num_embeddings,
         dim=tp.embedding_dim,
-        hbm_rows=tp.hot_rows,
-        hbm_row_pct=100.0 * tp.hot_rows / tp.num_embeddings,
-        hbm_lookup_pct=100.0 * tp.hot_lookup_share,
-        hbm_bytes=tp.hot_rows * tp.row_bytes,
+        hbm_rows=tp.hot_rows + tp.cache_rows,
+        hbm_row_pct=100.0 * (tp.hot_rows + tp.cache_rows) / tp.num_embeddings,
+        hbm_lookup_pct=100.0 * (
+            cache_hit_rate if tp.cache_rows and cache_hit_rate is not None
+            else tp.hot_lookup_share
+        ),
+        hbm_bytes=(tp.hot_rows + tp.cache_rows) * tp.row_bytes,
         uvm_bytes=(tp.num_embeddings - tp.hot_rows) * tp.row_bytes,
         sharding=joined(lambda ps: _SHORT.get(ps.sharding_type, ps.sharding_type)),
         kernel=joined(lambda ps: ps.compute_kernel),
@@ -153,9 +163,12 @@ def _ours(plan: HotPlan) -> PlanColumns:
         )
         lookups[hot] = float(tp.hot_lookups) if tp.placement is not Placement.UVM else 0.0
     per_rank = _lookups_per_rank(module_plan, shapes, lookups, world)
+    hit = {t.table: t.hbm_hit_rate for t in plan.strategies.tables} if plan.strategies else {}
     return PlanColumns(
         name="torchrec-hot",
-        tables=tuple(_our_table_row(tp, module_plan, world) for tp in plan.tables),
+        tables=tuple(
+            _our_table_row(tp, module_plan, world, hit.get(tp.name)) for tp in plan.tables
+        ),
         ranks=tuple(
             RankRow(r, plan.hbm_bytes_per_rank[r], plan.uvm_bytes_per_rank[r], per_rank[r])
             for r in range(world)
@@ -219,7 +232,11 @@ def build_report(plan: HotPlan) -> ShardingReport:
     )
     stock_cap = plan.stock.hbm_cap_bytes if plan.stock is not None else None
     return ShardingReport(
-        title=title, ours=_ours(plan), stock=_stock(plan), stock_hbm_cap=stock_cap
+        title=title,
+        ours=_ours(plan),
+        stock=_stock(plan),
+        stock_hbm_cap=stock_cap,
+        strategies=plan.strategies,
     )
 
 
@@ -318,4 +335,37 @@ def format_report(report: ShardingReport) -> str:
             f"{100 * stock:.2f}%{ratio}"
         )
     parts.append(summary)
+    if report.strategies is not None:
+        parts.append(_strategy_block(report.strategies))
     return "\n\n".join(parts)
+
+
+def _strategy_block(summary: StrategySummary) -> str:
+    """Per table: chosen strategy, runner-up and why; then the whole model's modeled time."""
+    header = ["table", "strategy", "HBM rows", "ms/step", "runner-up", "its ms/step",
+              "from HBM %", "host link/step"]
+    rows = [
+        [t.table, t.strategy, f"{t.hbm_rows:,}", f"{t.modeled_ms:.4f}", t.runner_up or "-",
+         f"{t.runner_up_ms:.4f}" if t.runner_up else "-", f"{100 * t.hbm_hit_rate:.2f}",
+         _bytes(t.host_link_bytes)]
+        for t in summary.tables
+    ]
+    ours = summary.model_ms.get("ours")
+    model_rows = [
+        [name, f"{ms:.4f}", f"{ms / ours:.2f}x" if ours else "-",
+         f"{100 * summary.model_hit_rate.get(name, float('nan')):.2f}",
+         _bytes(summary.model_link_bytes.get(name, 0.0))]
+        for name, ms in summary.model_ms.items()
+    ]
+    model = _grid(["plan", "ms/step", "vs ours", "from HBM %", "host link/step"], model_rows)
+    notes = "".join(f"\n  {n}" for n in summary.notes)
+    return (
+        f"[strategy per table] cost model {summary.hardware}, look-ahead {summary.lookahead} "
+        f"batch(es), evaluated on the {summary.evaluated_on}; ms/step is modeled embedding "
+        "time per step and rank; from HBM %: lookups read from HBM (for a cache, after its "
+        "fill: the fill's transfer is in host link/step)\n"
+        + _grid(header, rows)
+        + "\n\n[modeled embedding time per step, whole model]\n"
+        + model
+        + notes
+    )

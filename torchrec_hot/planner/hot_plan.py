@@ -19,6 +19,7 @@ from torchrec import EmbeddingBagConfig
 from torchrec.distributed.types import ShardingPlan
 
 from torchrec_hot.planner.plan_io import sharding_plan_from_dict, sharding_plan_to_dict
+from torchrec_hot.planner.strategy_summary import StrategySummary
 from torchrec_hot.sharding.split import Placement, placement_of
 
 FORMAT_VERSION = 1
@@ -38,6 +39,12 @@ class TablePlan:
         lookups: lookups of the table in the profile.
         hot_lookups: of those, lookups of the hot rows.
         row_bytes: bytes one row costs (weights + optimizer state).
+        strategy: how the table's rows reach HBM (a `strategies.Strategy` value; "static" for a
+            plain hot/cold split or a whole table).
+        cache_rows: HBM cache slots (rows, all ranks) in front of the table's UVM rows (the cold
+            half of a split table, or the whole table when it has no hot rows); 0: no cache.
+        cache_algorithm: "lru" or "lfu", FBGEMM's replacement policy for the cache.
+        prefetch: the cache is filled batches ahead (TorchRec's prefetch pipeline).
     """
 
     name: str
@@ -48,6 +55,10 @@ class TablePlan:
     lookups: int
     hot_lookups: int
     row_bytes: int
+    strategy: str = "static"
+    cache_rows: int = 0
+    cache_algorithm: str = "lru"
+    prefetch: bool = False
 
     @property
     def hot_rows(self) -> int:
@@ -61,6 +72,16 @@ class TablePlan:
     def hot_lookup_share(self) -> float:
         """Expected share (0..1) of the table's lookups served by its hot rows."""
         return self.hot_lookups / self.lookups if self.lookups else 0.0
+
+    @property
+    def uvm_rows(self) -> int:
+        """Rows of the table that live in UVM (the cold half, or the whole table)."""
+        return self.num_embeddings - self.hot_rows
+
+    @property
+    def cache_load_factor(self) -> float:
+        """Cache slots per UVM row (TorchRec's `CacheParams.load_factor`); 0 without a cache."""
+        return self.cache_rows / self.uvm_rows if self.cache_rows and self.uvm_rows else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +116,8 @@ class HotPlan:
         hbm_bytes_per_rank / uvm_bytes_per_rank: weights + optimizer state of this plan.
         sharding_plan: TorchRec plan of the split tables, keyed by `split_module_path`.
         stock: the stock TorchRec comparison, when computed.
+        strategies: the per-table strategy choice and its modeled times, when the planner
+            chose strategies (`HotPlanner(..., strategies=...)`).
     """
 
     module_path: str
@@ -109,6 +132,7 @@ class HotPlan:
     uvm_bytes_per_rank: tuple[int, ...]
     sharding_plan: ShardingPlan
     stock: StockComparison | None = None
+    strategies: StrategySummary | None = None
 
     def table(self, name: str) -> TablePlan:
         for t in self.tables:
@@ -171,11 +195,16 @@ class HotPlan:
                     "lookups": t.lookups,
                     "hot_lookups": t.hot_lookups,
                     "row_bytes": t.row_bytes,
+                    "strategy": t.strategy,
+                    "cache_rows": t.cache_rows,
+                    "cache_algorithm": t.cache_algorithm,
+                    "prefetch": t.prefetch,
                 }
                 for t in self.tables
             ],
             "sharding_plan": sharding_plan_to_dict(self.sharding_plan),
             "stock": _stock_to_dict(self.stock),
+            "strategies": self.strategies.to_dict() if self.strategies else None,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
@@ -228,6 +257,10 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
                     lookups=int(t["lookups"]),
                     hot_lookups=int(t["hot_lookups"]),
                     row_bytes=int(t["row_bytes"]),
+                    strategy=str(t.get("strategy", "static")),
+                    cache_rows=int(t.get("cache_rows", 0)),
+                    cache_algorithm=str(t.get("cache_algorithm", "lru")),
+                    prefetch=bool(t.get("prefetch", False)),
                 )
             )
     return HotPlan(
@@ -243,6 +276,9 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
         uvm_bytes_per_rank=tuple(doc["uvm_bytes_per_rank"]),
         sharding_plan=sharding_plan_from_dict(doc["sharding_plan"]),
         stock=_stock_from_dict(doc["stock"]),
+        strategies=(
+            StrategySummary.from_dict(doc["strategies"]) if doc.get("strategies") else None
+        ),
     )
 
 

@@ -16,20 +16,21 @@ Steps of `HotPlanner.plan`:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import BoundsCheckMode, ParameterSharding, ShardingPlan
+from torchrec.distributed.types import CacheStatistics, ParameterSharding, ShardingPlan
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
-from torchrec_hot.planner.plan_io import rank_bytes
 from torchrec_hot.planner.stock import compare_with_stock
+from torchrec_hot.planner.strategy_plan import StrategyEvaluation, StrategyOptions
+from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner, table_io_bytes
 from torchrec_hot.profile import PopularityProfile
 from torchrec_hot.sharding.split import (
@@ -63,6 +64,9 @@ class HotPlanner:
         column_shard_dim: width of column-wise shards (TorchRec's `min_partition`; None: its
             default).
         compare_with_stock: also plan the unsplit tables with stock TorchRec for the report.
+        strategies: choose per table between a static split, UVM caches and look-forward
+            prefetch by a cost model on held-out input (`strategy_plan.StrategyOptions`);
+            None: static hot/cold splits only.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class HotPlanner:
         cold_sharding_types: Sequence[str] | None = None,
         column_shard_dim: int | None = None,
         compare_with_stock: bool = True,
+        strategies: StrategyOptions | None = None,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
@@ -91,6 +96,9 @@ class HotPlanner:
         self.cold_sharding_types = list(cold_sharding_types or self.sharding_types)
         self.column_shard_dim = column_shard_dim
         self.compare_with_stock = compare_with_stock
+        self.strategies = strategies
+        # per logical table, TorchRec cache statistics for tables planned with a UVM cache
+        self.cache_stats: dict[str, CacheStatistics] = {}
 
     def plan(
         self,
@@ -121,8 +129,15 @@ class HotPlanner:
         }
         io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
         failure: PlannerError | None = None
+        evaluation: StrategyEvaluation | None = None
         for io_reserve in _io_reserves(io, world):
             budget = self._budget(io_reserve)
+            if self.strategies is not None and evaluation is None:
+                evaluation = StrategyEvaluation(
+                    configs, counts, profile, self.strategies, world, self.batch_size,
+                    self.optimizer_class, budget * world,
+                )
+            allocate = self._allocator(configs, counts, demands, bytes_per_row, budget, evaluation)
             cap = (
                 min(d.storage.hbm for d in self.topology.devices)
                 if self.hbm_budget_bytes is None
@@ -131,14 +146,7 @@ class HotPlanner:
             topology = topology_with_hbm(self.topology, cap)
             try:
                 table_plans, sharding_plan, hbm, uvm = self._fit(
-                    configs,
-                    counts,
-                    demands,
-                    bytes_per_row,
-                    pooling,
-                    topology,
-                    budget,
-                    module_path,
+                    configs, allocate, demands, pooling, topology, budget, module_path
                 )
                 break
             except PlannerError as e:  # TorchRec placed nothing: more room for its buffers
@@ -160,6 +168,12 @@ class HotPlanner:
             if self.compare_with_stock
             else None
         )
+        summary = None
+        if evaluation is not None:
+            choice = allocate.last_choice  # type: ignore[attr-defined]
+            summary = evaluation.summary(
+                choice, stock.sharding_plan if stock else None, table_plans
+            )
         return HotPlan(
             module_path=module_path,
             tables=tuple(table_plans),
@@ -173,48 +187,57 @@ class HotPlanner:
             uvm_bytes_per_rank=tuple(uvm),
             sharding_plan=sharding_plan,
             stock=stock,
+            strategies=summary,
         )
+
+    def _allocator(self, configs, counts, demands, bytes_per_row, budget, evaluation):
+        """total HBM bytes (all ranks) -> one TablePlan per table: the static allocation, or
+        the strategy choice (the last choice is kept on the function for the summary)."""
+
+        def allocate(total: int) -> list[TablePlan]:
+            if evaluation is not None:
+                allocate.last_choice = evaluation.choose_best(total)  # type: ignore[attr-defined]
+                return evaluation.table_plans(allocate.last_choice)
+            hot_rows = allocate_hot_rows(demands, total, max_whole_table_bytes=budget)
+            return [
+                table_plan_from_counts(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
+                for c in configs
+            ]
+
+        return allocate
 
     def _fit(
         self,
         configs: Sequence[EmbeddingBagConfig],
-        counts: dict[str, np.ndarray],
+        allocate: Callable[[int], list[TablePlan]],
         demands: Sequence[TableDemand],
-        bytes_per_row: dict[str, int],
         pooling: dict[str, float],
         topology: Topology,
         budget: int,
         module_path: str,
     ) -> tuple[list[TablePlan], ShardingPlan, list[int], list[int]]:
         """Allocates, places and checks per-rank HBM until every rank is within `budget`:
-        an over-budget rank gets its largest whole hot table spread row-wise, or, when none
-        can be, the total hot bytes shrink by the overflow."""
+        an over-budget rank gets its largest whole hot table (or cache) spread row-wise, or,
+        when none can be (or half the rounds are spent), the total hot bytes shrink by the
+        overflow."""
         world = topology.world_size
         total = budget * world
         row_wise: set[str] = set()  # hot tables that must be spread over all ranks
-        for _ in range(_MAX_ROUNDS):
-            hot_rows = allocate_hot_rows(demands, total, max_whole_table_bytes=budget)
-            table_plans = [
-                table_plan_from_counts(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
-                for c in configs
-            ]
+        for round_ in range(_MAX_ROUNDS):
+            table_plans = allocate(total)
             if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
-                row_wise |= {
-                    tp.name + HOT_SUFFIX if tp.placement is Placement.SPLIT else tp.name
-                    for tp in table_plans
-                    if tp.placement is not Placement.UVM and 2 * tp.hot_rows * tp.row_bytes > budget
-                }
+                row_wise |= _large_parts(table_plans, budget / 2)
             sharding_plan = self._place(
                 table_plans, configs, pooling, topology, module_path, row_wise
             )
-            hbm, uvm = _plan_rank_bytes(table_plans, sharding_plan, module_path, world)
+            hbm, uvm = plan_rank_bytes(table_plans, sharding_plan, module_path, world)
             over = [r for r, b in enumerate(hbm) if b > budget]
             if not over:
                 return table_plans, sharding_plan, hbm, uvm
             spread = self._tables_to_spread(sharding_plan, module_path, over, row_wise)
             row_wise |= spread
             overflow = max(hbm[r] - budget for r in over)
-            if not spread or overflow < budget // 50:
+            if not spread or overflow < budget // 50 or round_ >= _MAX_ROUNDS // 2:
                 # Every rank gives up the worst overflow, so the next placement has the slack.
                 total = max(0, total - world * (overflow + max(d.row_bytes for d in demands)))
         raise PlanDoesNotFitError(
@@ -261,13 +284,12 @@ class HotPlanner:
         spread: set[str] = set()
         for rank in over:
             whole = [
-                (ps.sharding_spec.shards[0].shard_sizes[0], name)
+                (ps.sharding_spec.shards[0].shard_sizes[0] * _hbm_share(ps), name)
                 for name, ps in module_plan.items()
                 if ps.sharding_type == "table_wise"
                 and ps.ranks == [rank]
-                and ps.compute_kernel == "fused"
+                and _hbm_share(ps) > 0
                 and name not in done
-                and not name.endswith(COLD_SUFFIX)
             ]
             if whole:
                 spread.add(max(whole)[1])
@@ -287,34 +309,48 @@ class HotPlanner:
         constraints: dict[str, ParameterConstraints] = {}
         for config, tp in zip(configs, table_plans, strict=True):
             for part in split_table_configs(config, tp.hot_rows):
-                cold = part.name.endswith(COLD_SUFFIX) or (
-                    tp.placement is Placement.UVM and part.name == config.name
-                )
-                share = 1.0 - tp.hot_lookup_share if cold else tp.hot_lookup_share
-                if tp.placement is not Placement.SPLIT:
-                    share = 1.0
                 types = ["row_wise"] if part.name in row_wise else (
-                    self.cold_sharding_types if cold else self.sharding_types
+                    self.cold_sharding_types if is_uvm_part(tp, part.name) else self.sharding_types
                 )
-                n, w = part.num_embeddings, topology.world_size
-                if math.ceil(n / w) * (w - 1) >= n:  # TorchRec's row-wise split has an empty shard
-                    # FBGEMM 1.8's CPU row-wise Adagrad reads past its row counts when a
-                    # row-wise shard has zero rows: never cut a table into empty shards
-                    types = [t for t in types if t != "row_wise"] or ["table_wise"]
-                constraints[part.name] = ParameterConstraints(
-                    sharding_types=types,
-                    compute_kernels=["fused_uvm" if (cold and cuda) else "fused"],
-                    min_partition=self.column_shard_dim,
-                    # FBGEMM fails on a bad id instead of clamping it to a wrong row
-                    bounds_check_mode=BoundsCheckMode.FATAL,
-                    pooling_factors=[max(pooling[config.name] * share, 1e-3)]
-                    * len(part.feature_names),
+                constraints[part.name] = part_constraints(
+                    tp,
+                    part.name,
+                    part.num_embeddings,
+                    len(part.feature_names),
+                    types,
+                    topology.world_size,
+                    cuda,
+                    pooling[config.name],
+                    self.column_shard_dim,
+                    self.cache_stats.get(config.name),
                 )
                 split_configs.append(part)
         model = meta_model(split_configs, split_module_path(module_path), self.optimizer_class)
         return run_torchrec_planner(
             model, topology, self.batch_size, self.reservation_percentage, constraints
         )
+
+
+def _hbm_share(ps: ParameterSharding) -> float:
+    """Share of a placed part's rows that takes HBM: 1 (fused), its cache's load factor
+    (fused_uvm_caching), else 0."""
+    if ps.compute_kernel == "fused":
+        return 1.0
+    if ps.compute_kernel == "fused_uvm_caching" and ps.cache_params is not None:
+        return float(ps.cache_params.load_factor or 0.0)
+    return 0.0
+
+
+def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:
+    """Parts whose HBM bytes (hot rows, or cache slots) exceed `limit`."""
+    out = set()
+    for tp in table_plans:
+        split = tp.placement is Placement.SPLIT
+        if tp.placement is not Placement.UVM and tp.hot_rows * tp.row_bytes > limit:
+            out.add(tp.name + HOT_SUFFIX if split else tp.name)
+        if tp.cache_rows * tp.row_bytes > limit:
+            out.add(tp.name + COLD_SUFFIX if split else tp.name)
+    return out
 
 
 def _io_reserves(io: dict[str, int], world_size: int) -> list[int]:
@@ -325,61 +361,6 @@ def _io_reserves(io: dict[str, int], world_size: int) -> list[int]:
     even = sum(charges[: math.ceil(2 * len(io) / world_size)])
     everything = 2 * sum(charges)
     return sorted({min(even, everything), min(2 * even, everything), everything})
-
-
-def table_plan_from_counts(
-    config: EmbeddingBagConfig, counts: np.ndarray, hot_rows: int, bytes_per_row: int
-) -> TablePlan:
-    """The `hot_rows` most accessed rows of a table (ties, zero counts included, broken by
-    smaller id), sorted."""
-    if hot_rows >= config.num_embeddings:
-        hot_ids = np.arange(config.num_embeddings, dtype=np.int64)
-    else:
-        nonzero = np.flatnonzero(counts)
-        top = nonzero[np.argsort(-counts[nonzero], kind="stable")[:hot_rows]]
-        if top.size < hot_rows:  # fewer rows were seen than there are hot slots
-            top = np.concatenate([top, np.flatnonzero(counts == 0)[: hot_rows - top.size]])
-        hot_ids = np.sort(top).astype(np.int64)
-    return TablePlan(
-        name=config.name,
-        num_embeddings=config.num_embeddings,
-        embedding_dim=config.embedding_dim,
-        feature_names=tuple(config.feature_names),
-        hot_ids=hot_ids,
-        lookups=int(counts.sum()),
-        hot_lookups=int(counts[hot_ids].sum()),
-        row_bytes=bytes_per_row,
-    )
-
-
-def _plan_rank_bytes(
-    table_plans: Sequence[TablePlan], plan: ShardingPlan, module_path: str, world: int
-) -> tuple[list[int], list[int]]:
-    """(HBM, UVM) bytes per rank of the split tables: hot parts and whole-hot tables count as
-    HBM, cold parts and whole-cold tables as UVM, whatever the device."""
-    shapes: dict[str, tuple[int, int]] = {}
-    per_row: dict[str, int] = {}
-    in_hbm: dict[str, bool] = {}
-    for tp in table_plans:
-        config = EmbeddingBagConfig(
-            name=tp.name,
-            num_embeddings=tp.num_embeddings,
-            embedding_dim=tp.embedding_dim,
-            feature_names=list(tp.feature_names),
-        )
-        for part in split_table_configs(config, tp.hot_rows):
-            shapes[part.name] = (part.num_embeddings, part.embedding_dim)
-            per_row[part.name] = tp.row_bytes
-            in_hbm[part.name] = (
-                not part.name.endswith(COLD_SUFFIX) and tp.placement is not Placement.UVM
-            )
-
-    def hbm_fraction(table: str, _: ParameterSharding) -> float:
-        return 1.0 if in_hbm[table] else 0.0
-
-    return rank_bytes(
-        plan.plan[split_module_path(module_path)], shapes, per_row, hbm_fraction, world
-    )
 
 
 def _explain_planner_error(

@@ -15,7 +15,7 @@ import numpy as np
 from torchrec import EmbeddingBagConfig
 
 from torchrec_hot.planner.hot_plan import HotPlan
-from torchrec_hot.planner.hot_planner import table_plan_from_counts
+from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.profile import PopularityProfile
 
 

@@ -1,0 +1,172 @@
+"""HotPlanner with per-table strategies: plans, constraints, budgets, files, reports, exactness.
+
+The workload mixes stable, drifting and session-like tables (fresh seeds every run); the
+profile is one window and the hold-out the next, so drift and sessions really move.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.optim import RowWiseAdagrad
+
+from tests import test_dmp_exactness as dmp_cases
+from tests.dist_utils import run_on_ranks
+from torchrec_hot import HotPlan, HotPlanner, PopularityProfile, make_topology
+from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
+from torchrec_hot.data.workloads import workload_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.planner.strategies import Strategy
+from torchrec_hot.planner.strategy_plan import StrategyOptions
+from torchrec_hot.report import build_report, format_report
+from torchrec_hot.sharding.apply import apply_hot_plan
+from torchrec_hot.sharding.checkpoint import (
+    load_logical_state_dict,
+    logical_optimizer_state,
+    logical_state_dict,
+)
+
+WORLD, BATCH = 4, 256
+
+
+def _workload(seed: int):
+    tables = criteo_tables("criteo-kaggle", scale=0.01, embedding_dim=32)
+    kinds = {tables[2].name: "session", tables[11].name: "session", tables[3].name: "drift"}
+    profile = PopularityProfile(tables, trace_max_ids=0)
+    profile.update_all(workload_batches(tables, 24, WORLD * BATCH, 1.05, kinds, 0, seed))
+    holdout = PopularityProfile(tables, trace_max_ids=1 << 24)
+    holdout.update_all(workload_batches(tables, 12, WORLD * BATCH, 1.05, kinds, 1, seed))
+    return tables, kinds, profile, holdout
+
+
+@pytest.fixture(scope="module")
+def planned():
+    seed = int(np.random.default_rng().integers(2**20))
+    tables, kinds, profile, holdout = _workload(seed)
+    total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+    budget = int(0.05 * total / WORLD)
+    planner = HotPlanner(make_topology(WORLD, "cuda"), budget, batch_size=BATCH,
+                         optimizer_class=RowWiseAdagrad,
+                         strategies=StrategyOptions(holdout=holdout))
+    return seed, tables, kinds, planner.plan(tables, profile), budget
+
+
+def test_every_rank_stays_within_the_budget_and_caches_become_torchrec_constraints(planned):
+    seed, tables, kinds, plan, budget = planned
+    assert max(plan.hbm_bytes_per_rank) <= budget, seed
+    module = plan.sharding_plan.plan["split_ebc"]
+    cached = [t for t in plan.tables if t.cache_rows > 0]
+    assert cached, (seed, [t.strategy for t in plan.tables])
+    for tp in cached:
+        part = tp.name + "__cold" if tp.placement.value == "split" else tp.name
+        ps = module[part]
+        assert ps.compute_kernel == "fused_uvm_caching", (seed, tp.name)
+        assert math.isclose(ps.cache_params.load_factor, tp.cache_load_factor, rel_tol=1e-9)
+        assert ps.cache_params.prefetch_pipeline == tp.prefetch
+        assert tp.prefetch == (tp.strategy in ("look_forward", "static_look_forward"))
+    for tp in plan.tables:
+        if tp.cache_rows == 0:
+            kernels = {module[n].compute_kernel for n in module if n.split("__")[0] == tp.name}
+            assert "fused_uvm_caching" not in kernels
+
+
+def test_session_tables_get_a_cache_and_ours_beats_every_single_strategy(planned):
+    seed, tables, kinds, plan, _ = planned
+    by_name = {t.table: t for t in plan.strategies.tables}
+    for name, kind in kinds.items():
+        if kind == "session":  # ids live a few batches: a static set cannot follow them
+            assert by_name[name].strategy not in ("static", "all_uvm"), (seed, by_name[name])
+    ms = plan.strategies.model_ms
+    for name, value in ms.items():
+        if name != "ours" and not math.isnan(value):
+            assert ms["ours"] <= value * (1 + 1e-9), (seed, name, ms)
+    assert ms["all HBM (limit)"] <= ms["ours"] * (1 + 1e-9)
+    assert ms["ours"] < ms["all static (FAE)"], (seed, ms)
+
+
+def test_plan_file_keeps_strategies_and_the_report_shows_them(planned, tmp_path):
+    seed, tables, kinds, plan, _ = planned
+    plan.to_json(tmp_path / "plan.json")
+    back = HotPlan.from_json(tmp_path / "plan.json")
+    for a, b in zip(plan.tables, back.tables, strict=True):
+        assert (a.strategy, a.cache_rows, a.cache_algorithm, a.prefetch) == (
+            b.strategy, b.cache_rows, b.cache_algorithm, b.prefetch)
+    assert back.strategies == plan.strategies
+    text = format_report(build_report(back))
+    assert "[strategy per table]" in text and "stock TorchRec" in text
+    for t in plan.strategies.tables:
+        assert t.table in text
+
+
+def test_a_plan_exists_at_a_budget_too_small_for_any_whole_table():
+    tables, _, profile, holdout = _workload(int(np.random.default_rng().integers(2**20)))
+    total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+    budget = int(0.01 * total / WORLD)
+    plan = HotPlanner(make_topology(WORLD, "cuda"), budget, batch_size=BATCH,
+                      optimizer_class=RowWiseAdagrad, compare_with_stock=False,
+                      strategies=StrategyOptions(holdout=holdout)).plan(tables, profile)
+    assert max(plan.hbm_bytes_per_rank) <= budget
+    assert plan.strategies.model_ms["ours"] < plan.strategies.model_ms["all static (FAE)"] * 1.0001
+
+
+def test_strategies_need_a_trace_to_measure_on():
+    tables = criteo_tables("criteo-kaggle", scale=0.001, embedding_dim=16)
+    profile = PopularityProfile(tables, trace_max_ids=0)
+    profile.update_all(zipf_batches(tables, 2, 64, 1.1))
+    with pytest.raises(ValueError, match="no held-out batches"):
+        HotPlanner(make_topology(2, "cuda"), 1 << 20, batch_size=32, compare_with_stock=False,
+                   strategies=StrategyOptions()).plan(tables, profile)
+
+
+def _cached_training_worker(rank: int, world: int, seed: int) -> dict:
+    """A CUDA strategy plan (hot rows + prefetched UVM caches) retargeted to CPU trains
+    bit-identically to stock TorchRec (TorchRec runs every kernel from host memory on CPU)."""
+    rng = np.random.default_rng([seed, 0])
+    tables = dmp_cases._tables(rng)
+    weights = {
+        f"ebc.embedding_bags.{t.name}.weight": torch.from_numpy(
+            rng.standard_normal((t.num_embeddings, t.embedding_dim)).astype(np.float32))
+        for t in tables
+    }
+    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 16, 16, 1.2, seed=seed))
+    holdout = PopularityProfile(tables).update_all(
+        zipf_batches(tables, 16, 16, 1.2, seed=seed + 1))  # new draws: cold ids come too
+    options = StrategyOptions(strategies=(Strategy.LRU_CACHE, Strategy.LOOK_FORWARD,
+                                          Strategy.STATIC_LOOK_FORWARD), holdout=holdout)
+    plan = HotPlanner(make_topology(2, "cuda"), 24 * 1024, batch_size=8,
+                      compare_with_stock=False, strategies=options).plan(
+        tables, profile, module_path="ebc")
+    sharding_plan = retarget_sharding_plan(plan.sharding_plan, "cpu")
+    stock_model = dmp_cases._model(tables, "rowwise_adagrad")
+    stock = DistributedModelParallel(
+        stock_model, plan=dmp_cases._stock_plan(stock_model, tables, "table_wise"),
+        device=torch.device("cpu"))
+    hot = DistributedModelParallel(
+        apply_hot_plan(dmp_cases._model(tables, "rowwise_adagrad"), plan),
+        plan=sharding_plan, device=torch.device("cpu"))
+    load_logical_state_dict(stock, weights)
+    load_logical_state_dict(hot, weights)
+    dmp_cases._train(stock, tables, seed, rank)
+    dmp_cases._train(hot, tables, seed, rank)
+    w_stock, w_hot = logical_state_dict(stock), logical_state_dict(hot)
+    o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
+    return {
+        "caches": sum(ps.compute_kernel == "fused_uvm_caching"
+                      for ps in sharding_plan.plan["ebc.split_ebc"].values()),
+        "weights_equal": all(torch.equal(w_stock[k], w_hot[k]) for k in w_stock),
+        "moved": any(not torch.equal(w_hot[k], weights[k]) for k in weights),
+        "optim_equal": all(torch.equal(o_stock[k][n], o_hot[k][n])
+                           for k in o_stock for n in o_stock[k]),
+    }
+
+
+@pytest.mark.multiprocess
+def test_a_cached_strategy_plan_trains_bit_identically_to_stock_torchrec():
+    seed = int(np.random.default_rng().integers(2**20))
+    for r in run_on_ranks(_cached_training_worker, 2, seed):
+        assert r["caches"] > 0, (seed, r)
+        assert r["moved"] and r["weights_equal"] and r["optim_equal"], (seed, r)

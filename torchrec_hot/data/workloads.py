@@ -1,0 +1,113 @@
+"""Synthetic input whose tables differ in how popularity moves: stable, drifting, or sessions.
+
+Each table has one of three kinds (`TableKind`):
+  * `stable`: Zipf(alpha) ranks mapped to ids by a fixed affine permutation (the same hot ids in
+    every window and batch: the static hot split's best case);
+  * `drift`: the same, with a new permutation in every window (hot ids move from the profiling
+    window to the held-out one, as user ids do from day to day);
+  * `session`: temporal locality. The table keeps a pool of active ids (`session_pool` x the
+    batch size); every sample draws its id uniformly from the pool, and after every batch a
+    share `session_turnover` of the pool is replaced by fresh Zipf draws with a permutation of
+    its window (drifting too). An id stays active for about 1 / turnover batches and is looked
+    up many times meanwhile: what a cache (and look-forward) exploits and a static set cannot.
+One id per feature and sample. `workload_batches` yields KJTs like `synthetic.zipf_batches`;
+`workload_ids` yields the raw per-table id arrays (int64) for simulations without a KJT.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
+
+from torchrec_hot.data.drift import affine_permutation
+from torchrec_hot.data.synthetic import zipf_ranks
+
+
+class TableKind(str, enum.Enum):
+    """How a table's popularity moves (see the module docstring)."""
+
+    STABLE = "stable"
+    DRIFT = "drift"
+    SESSION = "session"
+
+
+def workload_ids(
+    tables: Sequence[EmbeddingBagConfig],
+    num_batches: int,
+    batch_size: int,
+    alpha: float = 1.1,
+    kinds: Mapping[str, TableKind | str] | None = None,
+    window: int = 0,
+    seed: int = 0,
+    session_pool: float = 0.25,
+    session_turnover: float = 0.25,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per batch: table name -> int64 ids, shape (batch_size * features of the table,)."""
+    kinds = {name: TableKind(k) for name, k in (kinds or {}).items()}
+    unknown = set(kinds) - {t.name for t in tables}
+    if unknown:
+        raise ValueError(f"kinds name tables {sorted(unknown)} that are not among the tables")
+    if not (0 < session_pool and 0 < session_turnover <= 1):
+        raise ValueError(
+            f"need session_pool > 0 and 0 < session_turnover <= 1, got {session_pool}, "
+            f"{session_turnover}"
+        )
+    rng = np.random.default_rng([seed, 2_000_003, window])
+    perms, pools = {}, {}
+    for i, t in enumerate(tables):
+        kind = kinds.get(t.name, TableKind.STABLE)
+        key = [seed, i, 0 if kind is TableKind.STABLE else window + 1]
+        perms[t.name] = affine_permutation(t.num_embeddings, np.random.default_rng(key))
+        if kind is TableKind.SESSION:
+            size = max(1, int(session_pool * batch_size))
+            pools[t.name] = _draw(t.num_embeddings, alpha, size, perms[t.name], rng)
+    for _ in range(num_batches):
+        out = {}
+        for t in tables:
+            n = batch_size * len(t.feature_names)
+            if t.name in pools:
+                pool = pools[t.name]
+                out[t.name] = pool[rng.integers(0, pool.size, n)]
+                fresh = rng.random(pool.size) < session_turnover
+                pool[fresh] = _draw(t.num_embeddings, alpha, int(fresh.sum()), perms[t.name], rng)
+            else:
+                out[t.name] = _draw(t.num_embeddings, alpha, n, perms[t.name], rng)
+        yield out
+
+
+def _draw(
+    num_rows: int, alpha: float, size: int, perm: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    a, b = perm
+    return (zipf_ranks(num_rows, alpha, size, rng) * a + b) % num_rows
+
+
+def workload_batches(
+    tables: Sequence[EmbeddingBagConfig],
+    num_batches: int,
+    batch_size: int,
+    alpha: float = 1.1,
+    kinds: Mapping[str, TableKind | str] | None = None,
+    window: int = 0,
+    seed: int = 0,
+    session_pool: float = 0.25,
+    session_turnover: float = 0.25,
+) -> Iterator[KeyedJaggedTensor]:
+    """`workload_ids` as KJTs (features in table order, every length 1)."""
+    keys = [f for t in tables for f in t.feature_names]
+    for ids in workload_ids(
+        tables, num_batches, batch_size, alpha, kinds, window, seed, session_pool,
+        session_turnover,
+    ):
+        values = []
+        for t in tables:  # a table's ids are its features' ids, feature after feature
+            values.append(ids[t.name])
+        yield KeyedJaggedTensor.from_lengths_sync(
+            keys=keys,
+            values=torch.from_numpy(np.concatenate(values)),
+            lengths=torch.ones(batch_size * len(keys), dtype=torch.int32),
+        )
