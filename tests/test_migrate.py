@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.multiprocessing.spawn import ProcessRaisedException
 from torchrec.distributed import DistributedModelParallel
 
 from tests.dist_utils import run_on_ranks
@@ -67,13 +66,6 @@ def _worker(rank: int, world: int, seed: int) -> dict:
 
 
 @pytest.mark.multiprocess
-@pytest.mark.xfail(
-    strict=False,
-    raises=ProcessRaisedException,  # a wrong result (AssertionError) still fails
-    reason="known bug, under investigation: on some random draws the backward after a "
-    "migration fails in FBGEMM ('CPU exact rowwise adagrad currently doesn't support embedding "
-    "tables with more than 2B rows'); when it runs through, weights and state are bit-identical",
-)
 def test_migrating_every_10_steps_is_bit_identical_to_never_migrating():
     seed = int(np.random.default_rng().integers(2**20))
     for r in run_on_ranks(_worker, 2, seed):
