@@ -5,7 +5,7 @@
 A Criteo-Kaggle-shaped model (26 tables, every table's rows x --scale) with row-wise Adagrad,
 planned hot/cold for 2 CPU ranks; measures sharded DCP save and load (to /tmp) and `replan`
 to a fresh hot set of the same sizes (from another Zipf permutation). Prints a table and
-writes it to docs/BENCHMARKS_CHECKPOINT.md (median of --repeats, seconds).
+writes it to its section of docs/BENCHMARKS.md (median of --repeats, seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from doc_sections import write_section
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from torchrec.distributed import DistributedModelParallel
@@ -101,7 +102,6 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--hbm-share", type=float, default=0.05, help="hot bytes / all table bytes")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS_CHECKPOINT.md"))
     args = p.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,7 +133,7 @@ def main() -> int:
               "hotness changed), so its cost follows the split tables' size.", ""]
     text = "\n".join(lines)
     print(text)
-    Path(args.out).write_text(text)
+    write_section("bench_checkpoint", text)
     return 0
 
 
