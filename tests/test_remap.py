@@ -78,13 +78,20 @@ def random_hot_ids(layout, gen: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def make_remapper(layout, hot: dict[str, torch.Tensor], mean=(), rank_table=True) -> KJTRemapper:
+CPU_PATHS = {  # KJTRemapper arguments of each remap path
+    "cpu batched": {"cpu_rank_table": True, "cpu_batched_max_ids": 1 << 30},
+    "cpu per feature": {"cpu_rank_table": True, "cpu_batched_max_ids": 0},
+    "vectorised": {"cpu_rank_table": False},
+}
+
+
+def make_remapper(layout, hot: dict[str, torch.Tensor], mean=(), path="cpu batched") -> KJTRemapper:
     return KJTRemapper(
         table_of_feature={f: name for name, _, _, fs in layout["tables"] for f in fs},
         num_embeddings={name: n for name, n, _, _ in layout["tables"]},
         hot_ids={name: hot[name] for name, n, h, _ in layout["tables"] if 0 < h < n},
         mean_features=mean,
-        cpu_rank_table=rank_table,
+        **CPU_PATHS[path],
     )
 
 
@@ -127,13 +134,14 @@ def assert_matches(out: KeyedJaggedTensor, expected: dict) -> None:
 
 
 @SETTINGS
-@given(layouts(), st.booleans())
-def test_remap_matches_per_feature_reference(layout, rank_table):
-    """Both lookups (CPU rank table, searchsorted as on accelerators) give the reference."""
+@given(layouts(), st.sampled_from(sorted(CPU_PATHS)))
+def test_remap_matches_per_feature_reference(layout, path):
+    """Every path (CPU batched / per feature through code tables, searchsorted as on
+    accelerators) gives the reference."""
     gen = torch.Generator().manual_seed(layout["seed"])
     hot = random_hot_ids(layout, gen)
     kjt = random_kjt(layout, gen)
-    out = make_remapper(layout, hot, rank_table=rank_table)(kjt)
+    out = make_remapper(layout, hot, path=path)(kjt, validate=True)
     assert out.stride() == kjt.stride()
     assert out.values().numel() == kjt.values().numel()
     assert_matches(out, reference(kjt, layout, hot))
@@ -237,16 +245,16 @@ def test_split_and_merge_rows_round_trip():
 
 
 @SETTINGS
-@given(layouts(), st.booleans())
-def test_cpu_and_vectorised_paths_give_identical_kjts(layout, mean):
-    """The CPU per-feature path and the vectorised path (accelerators) agree bit for bit, dtypes
-    included, and the per-key JaggedTensors the CPU path attaches match its flat tensors."""
+@given(layouts(), st.booleans(), st.sampled_from(["cpu batched", "cpu per feature"]))
+def test_cpu_and_vectorised_paths_give_identical_kjts(layout, mean, path):
+    """Each CPU path and the vectorised path (accelerators) agree bit for bit, dtypes
+    included, and the per-key JaggedTensors the CPU paths attach match their flat tensors."""
     gen = torch.Generator().manual_seed(layout["seed"])
     hot = random_hot_ids(layout, gen)
     kjt = random_kjt(layout, gen)
     means = {f for _, _, _, fs in layout["tables"][:1] for f in fs} if mean else ()
-    cpu = make_remapper(layout, hot, means, rank_table=True)(kjt)
-    vec = make_remapper(layout, hot, means, rank_table=False)(kjt)
+    cpu = make_remapper(layout, hot, means, path=path)(kjt)
+    vec = make_remapper(layout, hot, means, path="vectorised")(kjt)
     assert cpu.keys() == vec.keys()
     for got, want in ((cpu.values(), vec.values()), (cpu.lengths(), vec.lengths())):
         assert got.dtype == want.dtype and torch.equal(got, want)
@@ -262,10 +270,29 @@ def test_cpu_and_vectorised_paths_give_identical_kjts(layout, mean):
         assert torch.equal(jt.offsets(), flat[key].offsets()), key
 
 
-def test_set_hot_ids_rebuilds_the_cpu_code_table():
-    values, lengths = torch.tensor([1, 3, 5, 9]), torch.tensor([4])
-    kjt = KeyedJaggedTensor(keys=["a"], values=values, lengths=lengths)
-    remapper = KJTRemapper({"a": "A"}, {"A": 10}, {"A": torch.tensor([3, 5])})
-    assert remapper(kjt).values().tolist() == [0, 1, 1, 7]  # hot 3, 5 -> 0, 1; cold 1, 9
+@pytest.mark.parametrize("path", ["cpu batched", "cpu per feature"])
+def test_set_hot_ids_rebuilds_the_cpu_code_table(path):
+    values, lengths = torch.tensor([1, 3, 5, 9, 2, 0]), torch.tensor([4, 2])
+    kjt = KeyedJaggedTensor(keys=["a", "b"], values=values, lengths=lengths)
+    remapper = KJTRemapper({"a": "A", "b": "B"}, {"A": 10, "B": 4},
+                           {"A": torch.tensor([3, 5]), "B": torch.tensor([2])}, **CPU_PATHS[path])
+    assert remapper(kjt).values().tolist() == [0, 1, 1, 7, 0, 0]  # a: hot 3, 5; cold 1, 9
     remapper.set_hot_ids("A", torch.tensor([1, 9]))
-    assert remapper(kjt).values().tolist() == [0, 1, 2, 4]  # hot 1, 9 -> 0, 1; cold 3, 5
+    assert remapper(kjt).values().tolist() == [0, 1, 2, 4, 0, 0]  # a: hot 1, 9; cold 3, 5
+    remapper.set_hot_ids("B", torch.tensor([0]))
+    assert remapper(kjt).values().tolist() == [0, 1, 2, 4, 0, 1]  # b: hot 0 -> 0; cold 2 -> 1
+
+
+@pytest.mark.parametrize("path", ["cpu batched", "cpu per feature", "vectorised"])
+@pytest.mark.parametrize("bad", [-1, 10, 1 << 40])
+def test_remap_with_validation_names_the_first_bad_feature(path, bad):
+    """Validation inside the remap: the first key (in key order) with a bad id is named, and
+    unknown features pass unchecked."""
+    kjt = KeyedJaggedTensor(
+        keys=["u", "a", "b"], values=torch.tensor([99, 1, 2, 3, 4, bad]),
+        lengths=torch.tensor([1, 0, 2, 0, 1, 1, 1, 0, 0]),
+    )  # fmt: skip
+    remapper = KJTRemapper({"a": "T", "b": "T"}, {"T": 10}, {"T": torch.tensor([2])},
+                           **CPU_PATHS[path])  # fmt: skip
+    with pytest.raises(ValueError, match=rf"feature 'b' \(table 'T'\): id {bad} outside"):
+        remapper(kjt, validate=True)

@@ -47,6 +47,7 @@ class RemapLayout:
     spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
     row_bounds: list[int]  # (F + 1,) host: input rows of key k are row_bounds[k]:row_bounds[k+1]
     key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, N, MEAN)
+    host_cache: dict = dataclasses.field(default_factory=dict, compare=False)  # per-path extras
 
 
 def build_layout(
