@@ -268,6 +268,7 @@ def _all_cases(rank: int, world: int, seed: int) -> dict:
 def two_rank_results() -> tuple[int, list[dict]]:
     """One spawn of 2 gloo ranks runs every case (process start-up is most of the cost)."""
     seed = int(np.random.default_rng().integers(2**31))
+    print(f"seed {seed}")  # shown by pytest when a test of this module fails
     return seed, run_on_ranks(_all_cases, 2, seed)
 
 

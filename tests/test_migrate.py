@@ -68,6 +68,7 @@ def _worker(rank: int, world: int, seed: int) -> dict:
 @pytest.mark.multiprocess
 def test_migrating_every_10_steps_is_bit_identical_to_never_migrating():
     seed = int(np.random.default_rng().integers(2**20))
+    print(f"seed {seed}")  # shown by pytest when the test fails
     for r in run_on_ranks(_worker, 2, seed):
         assert len(r["moved"]) == STEPS // EVERY - 1 and all(m > 0 for m in r["moved"]), r
         assert r["weights_equal"], seed

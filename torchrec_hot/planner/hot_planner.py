@@ -223,6 +223,7 @@ class HotPlanner:
         world = topology.world_size
         total = budget * world
         row_wise: set[str] = set()  # hot tables that must be spread over all ranks
+        shrinks = 0
         for round_ in range(_MAX_ROUNDS):
             table_plans = allocate(total)
             if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
@@ -238,8 +239,11 @@ class HotPlanner:
             row_wise |= spread
             overflow = max(hbm[r] - budget for r in over)
             if not spread or overflow < budget // 50 or round_ >= _MAX_ROUNDS // 2:
-                # Every rank gives up the worst overflow, so the next placement has the slack.
-                total = max(0, total - world * (overflow + max(d.row_bytes for d in demands)))
+                # Every rank gives up the worst overflow, so the next placement has the slack;
+                # doubled each time it is not enough (the rows given up may come from tables
+                # on other ranks, and TorchRec may then move tables between ranks).
+                cut = world * (overflow + max(d.row_bytes for d in demands)) << shrinks
+                total, shrinks = max(0, total - cut), shrinks + 1
         raise PlanDoesNotFitError(
             f"could not place the hot rows within {budget} bytes per rank after "
             f"{_MAX_ROUNDS} rounds; over budget: "
