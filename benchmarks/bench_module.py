@@ -17,7 +17,9 @@ glibc's mmap / trim thresholds in every process (see docs/BENCHMARKS.md); `both`
 Breakdown of the hot/cold step, by forward hooks (the module is not changed): validation
 (`remap.validate` timed alone on the same batch), remap (the remap call minus validation), inner
 split-EBC (its forward; unsharded, the sum of its tables' calls), merge (rest of the forward:
-hot + cold, concatenation), backward (step minus forward).
+hot + cold, concatenation), backward (step minus forward), and of it, under DMP, the merge's
+backward (`MergeRows`, timed by tensor hooks on its output and input). Unsharded the merge's
+backward is the concatenation's, as in the stock EBC, and is not counted as ours.
 
 Parts: `bench_module_workload.py` (batches, hot ids), `bench_module_steps.py` (models, timed
 steps, DMP ranks), `bench_module_report.py` (medians, tables, plot, doc section).
@@ -131,7 +133,8 @@ Forward + backward step time, hot/cold / stock: {RATIO_CELL}.
 
 ![ratio vs batch size]({cfg.png.name})
 
-Breakdown (ms, median over steps; ours = validate + remap + merge):
+Breakdown (ms, median over steps; ours = validate + remap + merge + merge bwd, the last under
+DMP only: unsharded it is the concatenation's backward, which the stock EBC has as well):
 
 {breakdown}
 """,

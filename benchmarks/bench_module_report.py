@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("validate", "remap", "inner", "merge", "backward")
+STAGES = ("validate", "remap", "inner", "merge", "backward", "merge_bwd")
 SECTION = "## Module overhead (bench_module.py)"
 RATIO_CELL = "wall-time ratio / CPU-time ratio (hot/cold ms / stock ms, wall, median)"
 
@@ -40,7 +40,7 @@ def finish(cases: list[dict], mode: str) -> list[dict]:
         c.update(mode=mode, **summarize(steps if isinstance(steps, list) else [steps]))
         c["ratio"] = c["hc"]["step"] / c["stock"]["step"]
         c["cpu_ratio"] = c["hc"]["cpu"] / c["stock"]["cpu"]
-        ours = c["hc"]["validate"] + c["hc"]["remap"] + c["hc"]["merge"]
+        ours = sum(c["hc"].get(k, 0.0) for k in ("validate", "remap", "merge", "merge_bwd"))
         c["ours_pct"] = 100 * ours / c["stock"]["step"]
     return cases
 
@@ -63,12 +63,16 @@ def ratio_table(cases: list[dict], batch_sizes: list[int]) -> str:
 
 
 def breakdown_table(cases: list[dict]) -> str:
-    cols = "stock fwd | stock bwd | validate | remap | inner split-EBC | merge | hot/cold bwd"
-    lines = [f"| mode | share | B | {cols} | ours / stock step |", "|" + "---|" * 11]
+    cols = (
+        "stock fwd | stock bwd | validate | remap | inner split-EBC | merge | hot/cold bwd "
+        "| of it merge bwd"
+    )
+    lines = [f"| mode | share | B | {cols} | ours / stock step |", "|" + "---|" * 12]
     for c in cases:
         s, h = c["stock"], c["hc"]
         vals = [s["forward"], s["backward"]] + [h[k] for k in STAGES[:3] + ("merge", "backward")]
         cells = " | ".join(f"{v:.1f}" for v in vals)
+        cells += f" | {h['merge_bwd']:.1f}" if "merge_bwd" in h else " | -"
         lines.append(
             f"| {c['mode']} | {c['share']:.0%} | {c['batch']} | {cells} | {c['ours_pct']:.1f}% |"
         )

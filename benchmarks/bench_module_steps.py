@@ -53,6 +53,25 @@ class StageTimer:
         module.register_forward_pre_hook(pre)
         module.register_forward_hook(post)
 
+    def watch_backward(self, module: nn.Module, stage: str) -> None:
+        """Times `module`'s backward (KeyedTensor in, KeyedTensor out): from the moment its
+        output's gradient exists to the moment its input's does (tensor hooks)."""
+
+        def start(grad: torch.Tensor) -> None:
+            self.sync()
+            self._start[stage] = time.perf_counter()
+
+        def stop(grad: torch.Tensor) -> None:
+            self.sync()
+            self.acc[stage] = self.acc.get(stage, 0.0) + time.perf_counter() - self._start[stage]
+
+        def post(m, args, out) -> None:
+            if out.values().requires_grad and args[0].values().requires_grad:
+                out.values().register_hook(start)
+                args[0].values().register_hook(stop)
+
+        module.register_forward_hook(post)
+
 
 class _Wrapper(nn.Module):
     def __init__(self, ebc: nn.Module) -> None:
@@ -75,6 +94,7 @@ def _timers(model: nn.Module, hot_cold: bool, sync: Callable[[], None]) -> Stage
                 timer.watch(bag, "inner")
         else:
             timer.watch(inner, "inner")
+            timer.watch_backward(ebc.merge, "merge_bwd")  # sharded: `MergeRows` backward
     return timer
 
 
