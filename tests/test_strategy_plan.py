@@ -86,6 +86,11 @@ def test_session_tables_get_a_cache_and_ours_beats_every_single_strategy(planned
             assert ms["ours"] <= value * (1 + 1e-9), (seed, name, ms)
     assert ms["all HBM (limit)"] <= ms["ours"] * (1 + 1e-9)
     assert ms["ours"] < ms["all static (FAE)"], (seed, ms)
+    link = plan.strategies.model_link_bytes  # a single strategy as fast moves no fewer bytes
+    for name, value in ms.items():
+        if name not in ("ours", "stock TorchRec", "all HBM (limit)") and not math.isnan(value):
+            if value <= ms["ours"] * (1 + 1e-12):
+                assert link["ours"] <= link[name] * (1 + 1e-9), (seed, name, ms, link)
 
 
 def test_plan_file_keeps_strategies_and_the_report_shows_them(planned, tmp_path):

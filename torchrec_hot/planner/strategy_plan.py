@@ -175,11 +175,15 @@ class StrategyEvaluation:
 
     def choose_best(self, total_bytes: int) -> Choice:
         """`choose` over all allowed strategies, or a single-strategy plan where the search
-        (a heuristic, see `strategy_choice`) found one better: never worse than any of them."""
+        (a heuristic, see `strategy_choice`) found one better: never worse than any of them.
+        Among choices of the same modeled time (relative 1e-12), the one that moves the
+        fewest bytes over the host link (critical and background)."""
         candidates = [self.choose(total_bytes)] + [
             self.choose(total_bytes, allowed) for allowed in self._alternatives().values()
         ]
-        return min(candidates, key=lambda c: c.embedding_ms)
+        fastest = min(c.embedding_ms for c in candidates)
+        tied = [c for c in candidates if c.embedding_ms <= fastest * (1 + 1e-12)]
+        return min(tied, key=lambda c: sum(t.link_bytes for t in c.breakdown.tables.values()))
 
     def _alternatives(self) -> dict[str, tuple[Strategy, ...]]:
         allowed = set(self.options.strategies) | {Strategy.ALL_HBM, Strategy.ALL_UVM}
