@@ -20,10 +20,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, out: str, fn: Callable, args: tuple) -> None:
+def _worker(
+    rank: int, world: int, port: int, out: str, fn: Callable, args: tuple, backend: str
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         result = fn(rank, world, *args)
         torch.save(result, Path(out) / f"rank{rank}.pt")
@@ -31,8 +35,12 @@ def _worker(rank: int, world: int, port: int, out: str, fn: Callable, args: tupl
         dist.destroy_process_group()
 
 
-def run_on_ranks(fn: Callable[..., Any], world: int, *args: Any) -> list[Any]:
-    """`fn(rank, world, *args)` on `world` processes with a gloo group; returns their results."""
+def run_on_ranks(
+    fn: Callable[..., Any], world: int, *args: Any, backend: str = "gloo"
+) -> list[Any]:
+    """`fn(rank, world, *args)` on `world` processes with a `backend` group (nccl: rank r on
+    cuda:r); returns their results."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(world, _free_port(), out, fn, args), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, _free_port(), out, fn, args, backend), nprocs=world,
+                 join=True)  # fmt: skip
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
