@@ -8,12 +8,14 @@ mkdir -p "$OUT"
 export PYTHONWARNINGS=ignore TORCH_CPP_LOG_LEVEL=ERROR
 
 echo "== 1/4 profile: 200 batches x 8192 samples of Zipf(1.05) ids over the 26 Criteo Kaggle tables"
+echo "   (the ids of the first 32 batches kept as a trace for the strategy evaluation)"
 "$BIN/torchrec-hot" profile --synthetic criteo-kaggle --alpha 1.05 --batches 200 \
-    --batch-size 8192 --embedding-dim 128 --out "$OUT/kaggle.npz"
+    --batch-size 8192 --embedding-dim 128 --trace-ids 6815744 --out "$OUT/kaggle.npz"
 
-echo "== 2/4 plan: 8 x CUDA GPUs, 128 MiB of HBM per GPU for embedding rows, row-wise Adagrad"
+echo "== 2/4 plan: 8 x CUDA GPUs, 128 MiB of HBM per GPU for embedding rows, row-wise Adagrad;"
+echo "   per table static split, UVM cache or look-forward prefetch, by the H100 cost model"
 "$BIN/torchrec-hot" plan --profile "$OUT/kaggle.npz" --world-size 8 --hbm-gb 0.125 \
-    --compute-device cuda --batch-size 8192 --optimizer rowwise_adagrad \
+    --compute-device cuda --batch-size 8192 --optimizer rowwise_adagrad --strategies \
     --module-path model.sparse_arch.embedding_bag_collection --out "$OUT/plan_8gpu.json"
 
 echo "== 3/4 profile + plan a 1%-scale Criteo Kaggle DLRM (dim 16) for 2 CPU ranks"
