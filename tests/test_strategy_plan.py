@@ -175,3 +175,21 @@ def test_a_cached_strategy_plan_trains_bit_identically_to_stock_torchrec():
     for r in run_on_ranks(_cached_training_worker, 2, seed):
         assert r["caches"] > 0, (seed, r)
         assert r["moved"] and r["weights_equal"] and r["optim_equal"], (seed, r)
+
+
+def test_report_of_a_strategy_plan_without_the_stock_comparison():
+    """Stock's modeled time is NaN when it was not compared: the report shows '-' there (it
+    raised 'cannot convert float NaN to integer' before)."""
+    tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
+    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=1))
+    holdout = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=2))
+    total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+    plan = HotPlanner(make_topology(2, "cuda"), int(0.05 * total / 2), batch_size=64,
+                      compare_with_stock=False,
+                      strategies=StrategyOptions(holdout=holdout)).plan(tables, profile)
+    assert math.isnan(plan.strategies.model_ms["stock TorchRec"])
+    text = format_report(build_report(plan))
+    stock_row = next(line for line in text.splitlines() if line.startswith("stock TorchRec"))
+    assert stock_row.split()[2:] == ["-"] * 4, stock_row
+    ours_row = next(line for line in text.splitlines() if line.startswith("ours "))
+    assert float(ours_row.split()[1]) == pytest.approx(plan.strategies.model_ms["ours"], abs=1e-4)

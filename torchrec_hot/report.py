@@ -8,6 +8,7 @@ optimizer state; "lookups from HBM" are the profile's lookups that the plan serv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -351,12 +352,13 @@ def _strategy_block(summary: StrategySummary) -> str:
         for t in summary.tables
     ]
     ours = summary.model_ms.get("ours")
-    model_rows = [
+    model_rows = [  # NaN: not compared (stock without its comparison) or no plan
+        [name, "-", "-", "-", "-"] if math.isnan(ms) else
         [name, f"{ms:.4f}", f"{ms / ours:.2f}x" if ours else "-",
          f"{100 * summary.model_hit_rate.get(name, float('nan')):.2f}",
          _bytes(summary.model_link_bytes.get(name, 0.0))]
         for name, ms in summary.model_ms.items()
-    ]
+    ]  # fmt: skip
     model = _grid(["plan", "ms/step", "vs ours", "from HBM %", "host link/step"], model_rows)
     notes = "".join(f"\n  {n}" for n in summary.notes)
     return (
