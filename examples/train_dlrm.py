@@ -61,7 +61,7 @@ from torchrec_hot.sharding.checkpoint import (
 from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_hot.sharding.migrate import replan
 from torchrec_hot.sharding.online import OnlineCounter
-from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline
+from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline, uses_cache_prefetch
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                                         device, hot_plan)
     if rank == 0:
         loop = "plain loop" if args.no_pipeline else "TorchRec sparse-dist train pipeline"
+        if not args.no_pipeline and hot_plan is not None:  # which one the hot/cold model used
+            prefetch = cuda and uses_cache_prefetch(hot_plan.sharding_plan)
+            loop += (" (torchrec-hot: PrefetchTrainPipelineSparseDist, UVM caches filled a "
+                     "batch ahead)" if prefetch else " (TrainPipelineSparseDist)")
         print(f"\n{world} ranks x {args.batch_size} samples/step, {args.steps} steps, "
               f"{'cuda' if cuda else f'cpu, {args.threads} thread(s) per rank'}, {loop}")
         for name, (rate, _, loss) in results.items():

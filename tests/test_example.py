@@ -41,6 +41,7 @@ def test_dlrm_hot_cold_training_with_replanning_matches_stock_bit_for_bit(tmp_pa
     out = run.stdout
     assert "[torchrec-hot]" in out  # the plan's report
     assert "stock TorchRec:" in out and "torchrec-hot:" in out and "samples/s" in out
+    assert "train pipeline (TrainPipelineSparseDist)" in out  # no UVM cache on CPU
     # hot rows followed the trained ids every 10 steps, and still nothing differs from stock
     assert run.stderr.count("re-planned") == 3, run.stderr[-3000:]
     assert "max abs difference of the final logical weights: 0\n" in out, out

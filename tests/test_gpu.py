@@ -3,6 +3,8 @@
 * The vectorised remap on CUDA (no host sync) against the CPU remap, bit for bit.
 * The unsharded hot/cold module on CUDA against a stock EBC on CUDA: forward within 1e-6,
   logical gradients bit-identical (dyadic data, as in test_hot_cold_ebc.py).
+* examples/train_dlrm.py on every GPU (up to 2) with a plan whose cold tables are look-forward
+  caches: trained through TorchRec's PrefetchTrainPipelineSparseDist, its weights equal stock's.
 * DistributedModelParallel over nccl (one rank per GPU, up to 2) with the plan HotPlanner makes
   for a CUDA topology, unchanged: hot rows `fused` in HBM, cold rows `fused_uvm` (or, for a
   strategy plan, `fused_uvm_caching` with prefetching), against stock TorchRec with every table
@@ -12,6 +14,11 @@
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +47,7 @@ from torchrec_hot.sharding.checkpoint import (
 
 CUDA = torch.device("cuda")
 STEPS = 10
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.gpu
@@ -176,3 +184,35 @@ def test_nccl_dmp_hot_cold_trains_bit_identically_to_stock(cached):
             assert "fused_uvm_caching" in set(kernels.values()), (seed, kernels)
         assert r["forward_diff"] <= 1e-5, (seed, r)
         assert r["moved"] and r["weights_equal"] and r["optim_equal"], (seed, r)
+
+
+@pytest.mark.gpu
+@pytest.mark.multiprocess
+def test_dlrm_example_trains_look_forward_caches_through_the_prefetch_pipeline(tmp_path: Path):
+    from torchrec_hot.data.synthetic import criteo_tables
+
+    world = min(2, torch.cuda.device_count())
+    seed = int(np.random.default_rng().integers(1000))
+    print(f"seed {seed}, world {world}")  # shown by pytest when the test fails
+    tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
+    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 16, 64, 1.05, seed=seed))
+    holdout = PopularityProfile(tables).update_all(
+        zipf_batches(tables, 16, 64, 1.05, seed=seed + 1))  # fmt: skip
+    options = StrategyOptions(strategies=(Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
+                              holdout=holdout)  # fmt: skip
+    total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+    plan = HotPlanner(make_topology(world, "cuda"), int(0.05 * total / world), batch_size=64,
+                      compare_with_stock=False, strategies=options).plan(
+        tables, profile, module_path="model.sparse_arch.embedding_bag_collection")  # fmt: skip
+    assert any(t.prefetch for t in plan.tables), [t.strategy for t in plan.tables]
+    plan.to_json(tmp_path / "plan.json")
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world),
+         str(ROOT / "examples" / "train_dlrm.py"), "--plan", str(tmp_path / "plan.json"),
+         "--compare", "--steps", "30", "--batch-size", "64", "--seed", str(seed)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torchrec-hot: PrefetchTrainPipelineSparseDist" in run.stdout, run.stdout[-2000:]
+    assert "max abs difference of the final logical weights: 0\n" in run.stdout, run.stdout
