@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig
 from torchrec.distributed.types import ShardingPlan
+from tqdm import tqdm
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.planner.cost_model import H100, CostModel, HardwareSpec, TableSpec
@@ -135,7 +137,9 @@ class StrategyEvaluation:
         static = [
             allocate_hot_rows(demands, int(share * total_budget_bytes)) for share in (1.0, 0.5)
         ]
-        for c in self.configs:
+        tables = tqdm(self.configs, desc="simulating strategies", unit="table", leave=False,
+                      disable=None, file=sys.stderr)  # shown on a terminal only
+        for c in tables:
             sizes = self._sizes(c, total_budget_bytes, [s[c.name] for s in static])
             curves = evaluate_table(
                 c.name, counts[c.name], self.batches[c.name], sizes, look_ahead=options.look_ahead
