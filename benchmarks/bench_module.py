@@ -133,8 +133,10 @@ Forward + backward step time, hot/cold / stock: {RATIO_CELL}.
 
 ![ratio vs batch size]({cfg.png.name})
 
-Breakdown (ms, median over steps; ours = validate + remap + merge + merge bwd, the last under
-DMP only: unsharded it is the concatenation's backward, which the stock EBC has as well):
+Breakdown (ms, median over steps; ours = validate + remap + merge + merge bwd under DMP;
+unsharded, ours = validate + remap + merge less what the stock forward spends outside its
+tables' calls (its own concatenation of the pooled outputs, which our merge includes; its
+backward is in both models' backward as well):
 
 {breakdown}
 """,

@@ -86,6 +86,9 @@ def _timers(model: nn.Module, hot_cold: bool, sync: Callable[[], None]) -> Stage
     timer = StageTimer(sync)
     ebc = model.ebc
     timer.watch(ebc, "forward")
+    if not hot_cold and type(ebc) is EmbeddingBagCollection:  # unsharded stock: its tables
+        for bag in ebc.embedding_bags.values():
+            timer.watch(bag, "inner")
     if hot_cold:
         timer.watch(ebc.remap, "remap")
         inner = ebc.split_module
