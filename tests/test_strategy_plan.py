@@ -67,6 +67,9 @@ def test_every_rank_stays_within_the_budget_and_caches_become_torchrec_constrain
         assert ps.compute_kernel == "fused_uvm_caching", (seed, tp.name)
         assert math.isclose(ps.cache_params.load_factor, tp.cache_load_factor, rel_tol=1e-9)
         assert ps.cache_params.prefetch_pipeline == tp.prefetch
+        stats = ps.cache_params.stats  # from the hold-out trace, for TorchRec's proposers
+        assert stats is not None and stats.expected_lookups > 0, (seed, tp.name)
+        assert 0 <= stats.expected_miss_rate(ps.cache_params.load_factor) <= 1
         assert tp.prefetch == (tp.strategy in ("look_forward", "static_look_forward"))
     for tp in plan.tables:
         if tp.cache_rows == 0:

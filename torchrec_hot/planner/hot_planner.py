@@ -22,13 +22,14 @@ import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import CacheStatistics, ParameterSharding, ShardingPlan
+from torchrec.distributed.types import CacheStatistics, ShardingPlan
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.planner.cache_stats import ProfileCacheStatistics
 from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
-from torchrec_hot.planner.stock import compare_with_stock
+from torchrec_hot.planner.stock import compare_with_stock, hbm_fraction
 from torchrec_hot.planner.strategy_plan import StrategyEvaluation, StrategyOptions
 from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner, table_io_bytes
@@ -97,8 +98,6 @@ class HotPlanner:
         self.column_shard_dim = column_shard_dim
         self.compare_with_stock = compare_with_stock
         self.strategies = strategies
-        # per logical table, TorchRec cache statistics for tables planned with a UVM cache
-        self.cache_stats: dict[str, CacheStatistics] = {}
 
     def plan(
         self,
@@ -129,14 +128,14 @@ class HotPlanner:
         }
         io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
         failure: PlannerError | None = None
-        evaluation: StrategyEvaluation | None = None
-        for io_reserve in _io_reserves(io, world):
+        reserves = _io_reserves(io, world)
+        evaluation = None if self.strategies is None else StrategyEvaluation(
+            configs, counts, profile, self.strategies, world, self.batch_size,
+            self.optimizer_class, self._budget(reserves[0]) * world,
+        )  # fmt: skip
+        cache_stats = _CacheStatsOf(evaluation, world * self.batch_size)
+        for io_reserve in reserves:
             budget = self._budget(io_reserve)
-            if self.strategies is not None and evaluation is None:
-                evaluation = StrategyEvaluation(
-                    configs, counts, profile, self.strategies, world, self.batch_size,
-                    self.optimizer_class, budget * world,
-                )
             allocate = self._allocator(configs, counts, demands, bytes_per_row, budget, evaluation)
             cap = (
                 min(d.storage.hbm for d in self.topology.devices)
@@ -145,9 +144,10 @@ class HotPlanner:
             )
             topology = topology_with_hbm(self.topology, cap)
             try:
-                table_plans, sharding_plan, hbm, uvm = self._fit(
-                    configs, allocate, demands, pooling, topology, budget, module_path
-                )
+                total, (table_plans, sharding_plan, hbm, uvm) = self._fit(
+                    configs, allocate, demands, pooling, topology, budget, module_path,
+                    cache_stats,
+                )  # fmt: skip
                 break
             except PlannerError as e:  # TorchRec placed nothing: more room for its buffers
                 failure = e
@@ -169,10 +169,9 @@ class HotPlanner:
             else None
         )
         summary = None
-        if evaluation is not None:
-            choice = allocate.last_choice  # type: ignore[attr-defined]
+        if evaluation is not None:  # the choice behind the plan (cached by total)
             summary = evaluation.summary(
-                choice, stock.sharding_plan if stock else None, table_plans
+                evaluation.choose_best(total), stock.sharding_plan if stock else None, table_plans
             )
         return HotPlan(
             module_path=module_path,
@@ -192,12 +191,11 @@ class HotPlanner:
 
     def _allocator(self, configs, counts, demands, bytes_per_row, budget, evaluation):
         """total HBM bytes (all ranks) -> one TablePlan per table: the static allocation, or
-        the strategy choice (the last choice is kept on the function for the summary)."""
+        the strategy choice."""
 
         def allocate(total: int) -> list[TablePlan]:
             if evaluation is not None:
-                allocate.last_choice = evaluation.choose_best(total)  # type: ignore[attr-defined]
-                return evaluation.table_plans(allocate.last_choice)
+                return evaluation.table_plans(evaluation.choose_best(total))
             hot_rows = allocate_hot_rows(demands, total, max_whole_table_bytes=budget)
             return [
                 table_plan_from_counts(c, counts[c.name], hot_rows[c.name], bytes_per_row[c.name])
@@ -215,14 +213,16 @@ class HotPlanner:
         topology: Topology,
         budget: int,
         module_path: str,
-    ) -> tuple[list[TablePlan], ShardingPlan, list[int], list[int]]:
+        cache_stats: Callable[[str], CacheStatistics | None],
+    ) -> tuple[int, tuple[list[TablePlan], ShardingPlan, list[int], list[int]]]:
         """Allocates, places and checks per-rank HBM until every rank is within `budget`:
         an over-budget rank gets its largest whole hot table (or cache) spread row-wise, or,
         when none can be (or half the rounds are spent), the total hot bytes shrink by the
         overflow. TorchRec may move tables between ranks as the total shrinks, so that need
         not converge (about 1 plan in 1,000 of a 2-rank test model stayed a row over): then
         the total is bisected between 0 (nothing hot, always fits) and the last that failed,
-        and the largest that fits is kept."""
+        and the largest that fits is kept. Returns the total hot bytes (all ranks) settled on
+        and (table plans, sharding plan, per-rank HBM, per-rank UVM)."""
         world = topology.world_size
         total = budget * world
         row_wise: set[str] = set()  # hot tables that must be spread over all ranks
@@ -233,7 +233,7 @@ class HotPlanner:
             if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
                 row_wise.update(_large_parts(table_plans, budget / 2))
             sharding_plan = self._place(
-                table_plans, configs, pooling, topology, module_path, row_wise
+                table_plans, configs, pooling, topology, module_path, row_wise, cache_stats
             )
             hbm, uvm = plan_rank_bytes(table_plans, sharding_plan, module_path, world)
             return (table_plans, sharding_plan, hbm, uvm), [
@@ -243,7 +243,7 @@ class HotPlanner:
         for round_ in range(_MAX_ROUNDS):
             result, over = attempt(total)
             if not over:
-                return result
+                return total, result
             hbm, sharding_plan = result[2], result[1]
             spread = self._tables_to_spread(sharding_plan, module_path, over, row_wise)
             row_wise |= spread
@@ -252,7 +252,7 @@ class HotPlanner:
             if not spread or overflow < budget // 50 or round_ >= _MAX_ROUNDS // 2:
                 # Every rank gives up the worst overflow, so the next placement has the slack.
                 total = max(0, total - world * (overflow + max(d.row_bytes for d in demands)))
-        lo, hi, best = 0, failed, None
+        lo, hi, best = 0, failed, None  # best: (total, result)
         for _ in range(_MAX_ROUNDS):
             if hi - lo <= world * max(d.row_bytes for d in demands):
                 break
@@ -261,15 +261,16 @@ class HotPlanner:
             if over:
                 hi = mid
             else:
-                lo, best = mid, result
+                lo, best = mid, (mid, result)
         if best is None:
-            best, over = attempt(0)
+            result, over = attempt(0)
             if over:
                 raise PlanDoesNotFitError(
                     f"no placement keeps every rank within {budget} bytes even with no hot "
                     "rows; over budget: "
-                    + ", ".join(f"rank {r}: {best[2][r] - budget} bytes" for r in over)
+                    + ", ".join(f"rank {r}: {result[2][r] - budget} bytes" for r in over)
                 )
+            best = (0, result)
         return best
 
     def _stock_topology(self, io: dict[str, int], budget: int) -> Topology:
@@ -310,11 +311,11 @@ class HotPlanner:
         spread: set[str] = set()
         for rank in over:
             whole = [
-                (ps.sharding_spec.shards[0].shard_sizes[0] * _hbm_share(ps), name)
+                (ps.sharding_spec.shards[0].shard_sizes[0] * hbm_fraction(ps, "cuda"), name)
                 for name, ps in module_plan.items()
                 if ps.sharding_type == "table_wise"
                 and ps.ranks == [rank]
-                and _hbm_share(ps) > 0
+                and hbm_fraction(ps, "cuda") > 0
                 and name not in done
             ]
             if whole:
@@ -329,6 +330,7 @@ class HotPlanner:
         topology: Topology,
         module_path: str,
         row_wise: set[str],
+        cache_stats: Callable[[str], CacheStatistics | None],
     ) -> ShardingPlan:
         cuda = topology.compute_device != "cpu"
         split_configs: list[EmbeddingBagConfig] = []
@@ -348,7 +350,7 @@ class HotPlanner:
                     cuda,
                     pooling[config.name],
                     self.column_shard_dim,
-                    self.cache_stats.get(config.name),
+                    cache_stats(config.name) if tp.cache_rows and cuda else None,
                 )
                 split_configs.append(part)
         model = meta_model(split_configs, split_module_path(module_path), self.optimizer_class)
@@ -357,14 +359,23 @@ class HotPlanner:
         )
 
 
-def _hbm_share(ps: ParameterSharding) -> float:
-    """Share of a placed part's rows that takes HBM: 1 (fused), its cache's load factor
-    (fused_uvm_caching), else 0."""
-    if ps.compute_kernel == "fused":
-        return 1.0
-    if ps.compute_kernel == "fused_uvm_caching" and ps.cache_params is not None:
-        return float(ps.cache_params.load_factor or 0.0)
-    return 0.0
+class _CacheStatsOf:
+    """TorchRec `CacheStatistics` of a table from the trace its strategies were measured on
+    (`ProfileCacheStatistics`, global batches of `global_batch` samples), built once per table
+    on first use; None without a strategy evaluation."""
+
+    def __init__(self, evaluation: StrategyEvaluation | None, global_batch: int) -> None:
+        self._evaluation, self._global_batch = evaluation, global_batch
+        self._stats: dict[str, CacheStatistics] = {}
+
+    def __call__(self, table: str) -> CacheStatistics | None:
+        if self._evaluation is None:
+            return None
+        if table not in self._stats:
+            self._stats[table] = ProfileCacheStatistics.from_profile(
+                self._evaluation.source, table, self._global_batch
+            )
+        return self._stats[table]
 
 
 def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:

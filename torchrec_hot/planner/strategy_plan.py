@@ -107,6 +107,7 @@ class StrategyEvaluation:
         self.counts = counts
         self.options = options
         source = options.holdout if options.holdout is not None else profile
+        self.source = source  # the profile whose trace the strategies are measured on
         self.evaluated_on = "hold-out trace" if options.holdout is not None else "profile trace"
         if options.holdout is not None:
             options.holdout.check_matches(self.configs, check_dims=False)
