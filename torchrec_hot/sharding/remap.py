@@ -48,7 +48,6 @@ Row helpers for the same split of table rows (`cold_mask`, `split_rows`, `merge_
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 
@@ -56,7 +55,7 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_hot.sharding.remap_batched_cpu import remap_batched
+from torchrec_hot.sharding.remap_batched_cpu import first_bad_key, remap_batched
 from torchrec_hot.sharding.remap_cpu import remap_per_key
 from torchrec_hot.sharding.remap_layout import RemapLayout, build_layout
 from torchrec_hot.sharding.remap_vectorised import remap_vectorised
@@ -101,9 +100,7 @@ class KJTRemapper(torch.nn.Module):
         super().__init__()
         self._use_cpu_rank = cpu_rank_table
         self._cpu_batched_max_ids = cpu_batched_max_ids
-        self._codes: dict[str, torch.Tensor] = {}  # split table -> (N,) CPU code table
-        self._all_codes: np.ndarray | None = None  # every split table's codes, concatenated
-        self._code_base: dict[str, int] = {}  # split table -> its offset in `_all_codes`
+        self._codes: torch.Tensor | None = None  # CPU code tables, table t at `_id_base[t]`
         self._table_of_feature = dict(table_of_feature)
         self._num_embeddings = {t: int(n) for t, n in num_embeddings.items()}
         self._mean_features = frozenset(mean_features)
@@ -141,10 +138,8 @@ class KJTRemapper(torch.nn.Module):
         ):
             raise ValueError(f"table {table!r}: hot ids must be sorted, unique and in range")
         self._hot_merged[start:end] = ids + self._id_base[table]
-        if self._all_codes is not None:  # derived from the hot ids: rewritten in place
-            self._codes[table].copy_(self._build_code(table))
-        else:
-            self._codes.pop(table, None)  # rebuilt on next use
+        if self._codes is not None:  # derived from the hot ids: rewritten in place
+            self._fill_code(table)
 
     def split_tables(self) -> list[str]:
         """Names of the split tables, in the order of the merged hot-id buffer."""
@@ -186,20 +181,12 @@ class KJTRemapper(torch.nn.Module):
         values = kjt.values()
         if values.numel() == 0:
             return
-        if values.device.type == "cpu":  # per key: one (min, max) each, one sync for all
-            bounds = [0, *itertools.accumulate(kjt.length_per_key())]
-            known = [
-                k
-                for k, (_, n, _) in enumerate(layout.key_info)
-                if n >= 0 and bounds[k + 1] > bounds[k]
-            ]
-            if known:
-                ranges = torch.stack(
-                    [torch.stack(torch.aminmax(values[bounds[k] : bounds[k + 1]])) for k in known]
-                ).tolist()
-                for k, (lo, hi) in zip(known, ranges, strict=True):
-                    if lo < 0 or hi >= layout.key_info[k][1]:
-                        self._raise_bad_id(kjt, k, values[bounds[k] : bounds[k + 1]])
+        if values.device.type == "cpu":  # per key: one (min, max) each
+            per_key = np.asarray(kjt.length_per_key(), dtype=np.int64)
+            k = first_bad_key(values.numpy(), per_key, layout.num_embeddings.numpy())
+            if k is not None:
+                start = int(per_key[:k].sum())
+                self._raise_bad_id(kjt, k, values[start : start + int(per_key[k])])
             return
         row = torch.repeat_interleave(
             torch.arange(layout.key_of_row.numel(), device=values.device),
@@ -224,45 +211,30 @@ class KJTRemapper(torch.nn.Module):
         bad = int(v[int(torch.nonzero((v < 0) | (v >= n))[0, 0])])
         raise ValueError(f"feature {feature!r} (table {table!r}): id {bad} outside [0, {n})")
 
-    def _code_dtype(self) -> torch.dtype:
-        big = any(self._num_embeddings[t] >= 2**31 for t in self._hot_span)
-        return torch.int64 if big else torch.int32
-
-    def _build_code(self, table: str) -> torch.Tensor:
-        """(N,) CPU tensor: the position of each id of split `table` in (hot ids, cold ids), so
-        `< H` means hot (then it is the slot) and the cold index is `code - H`. int32 unless a
-        split table has 2^31 rows or more."""
-        n = self._num_embeddings[table]
-        hot = self.hot_ids(table).cpu()
-        order = torch.cat([hot, torch.nonzero(cold_mask(hot, n)).flatten()])
-        dtype = self._code_dtype()
-        code = torch.empty(n, dtype=dtype)
-        code[order] = torch.arange(n, dtype=dtype)
-        return code
+    def _code_tables(self) -> torch.Tensor:
+        """The CPU code tables of all split tables in one buffer, table t's (N_t,) slice at
+        `_id_base[t]` (the merged id space): `code[v]` is v's position in (hot ids, cold ids),
+        so `< H` means hot (then it is the slot) and the cold index is `code - H`. int32 unless
+        a split table has 2^31 rows or more; 4 bytes per split row, built on first CPU use."""
+        if self._codes is None:
+            sizes = [self._num_embeddings[t] for t in self._hot_span]
+            dtype = torch.int64 if any(n >= 2**31 for n in sizes) else torch.int32
+            self._codes = torch.empty(sum(sizes), dtype=dtype)
+            for table in self._hot_span:
+                self._fill_code(table)
+        return self._codes
 
     def _code_table(self, table: str) -> torch.Tensor:
-        """Split `table`'s code table (`_build_code`), built on first use (a view into the
-        concatenated codes once those exist)."""
-        code = self._codes.get(table)
-        if code is None:
-            code = self._codes[table] = self._build_code(table)
-        return code
+        """Split `table`'s (N,) code table, a view into `_code_tables()`."""
+        base = self._id_base[table]
+        return self._code_tables()[base : base + self._num_embeddings[table]]
 
-    def _concatenated_codes(self) -> tuple[np.ndarray, dict[str, int]]:
-        """All split tables' code tables in one array (4 bytes per row, as before: each table's
-        own code table becomes a view into it) and each table's offset in it."""
-        if self._all_codes is None:
-            tables = list(self._hot_span)
-            sizes = [self._num_embeddings[t] for t in tables]
-            codes = torch.cat([self._code_table(t) for t in tables]) if tables else (
-                torch.zeros(0, dtype=self._code_dtype()))  # fmt: skip
-            offset = 0
-            for table, n in zip(tables, sizes, strict=True):
-                self._code_base[table] = offset
-                self._codes[table] = codes[offset : offset + n]
-                offset += n
-            self._all_codes = codes.numpy()
-        return self._all_codes, self._code_base
+    def _fill_code(self, table: str) -> None:
+        """Writes split `table`'s code table from its current hot ids."""
+        code, n = self._code_table(table), self._num_embeddings[table]
+        hot = self.hot_ids(table).cpu()
+        order = torch.cat([hot, torch.nonzero(cold_mask(hot, n)).flatten()])
+        code[order] = torch.arange(n, dtype=code.dtype)
 
     def forward(self, kjt: KeyedJaggedTensor, validate: bool = False) -> KeyedJaggedTensor:
         """The split KJT (see module docstring); `kjt` itself when no key is split or MEAN.
@@ -278,9 +250,8 @@ class KJTRemapper(torch.nn.Module):
             and layout.spkpr is None
             and (weights is None or not weights.requires_grad)
         ):
-            codes, code_base = self._concatenated_codes()
             return remap_batched(
-                kjt, layout, codes, code_base, self._hot_span, validate, self._raise_bad_id
+                kjt, layout, self._code_tables().numpy(), validate, self._raise_bad_id
             )
         if validate:
             self.validate(kjt)

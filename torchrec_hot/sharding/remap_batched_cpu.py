@@ -19,10 +19,6 @@ gradients and variable batch per feature (VBE) take the per-feature path.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -30,114 +26,77 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec_hot.sharding.remap_layout import RemapLayout, output_kjt
 
 
-@dataclass(frozen=True)
-class _HostLayout:
-    """numpy index data of one `RemapLayout` for this path. F input keys, R input rows."""
-
-    base: np.ndarray  # (F,) int64: offset of the key's split table in the concatenated codes
-    hot_rows: np.ndarray  # (F,) int64: H of the key's split table (0 when not split)
-    is_split: np.ndarray  # (F,) bool
-    num_rows: np.ndarray  # (F,) int64: table rows, -1 for keys that are not validated
-    mean_row: np.ndarray  # (R,) bool: the row's key is MEAN-pooled
-    stream_rows: np.ndarray  # (R',) int64: as `RemapLayout.stream_rows`
-    out_slots: np.ndarray  # (F',) int64: (key * 2 + is_cold) of each output key
-    sort_dtype: type  # int16 while 2F fits (numpy's stable sort is a radix sort there)
+def _complete_cumsum(a: np.ndarray) -> np.ndarray:
+    """(n,) -> (n + 1,) cumulative sum with a leading 0."""
+    return np.concatenate(([0], np.cumsum(a)))
 
 
-def _host_layout(
-    layout: RemapLayout, code_base: Mapping[str, int], hot_span: Mapping[str, tuple[int, int]]
-) -> _HostLayout:
-    """Built once per layout (hot-set sizes never change: `KJTRemapper.set_hot_ids`)."""
-    cached = layout.host_cache.get("batched")
-    if cached is not None:
-        return cached
-    tables = [table for table, _, _ in layout.key_info]
-    strides = [b - a for a, b in itertools.pairwise(layout.row_bounds)]
-    slots: list[int] = []
-    for k, table in enumerate(tables):
-        slots += [2 * k, 2 * k + 1] if table is not None else [2 * k]
-    host = _HostLayout(
-        base=np.array([code_base.get(t, 0) if t else 0 for t in tables], dtype=np.int64),
-        hot_rows=np.array(
-            [hot_span[t][1] - hot_span[t][0] if t else 0 for t in tables], dtype=np.int64
-        ),
-        is_split=np.array([t is not None for t in tables], dtype=bool),
-        num_rows=np.array([n for _, n, _ in layout.key_info], dtype=np.int64),
-        mean_row=np.repeat(
-            np.array([mean for _, _, mean in layout.key_info], dtype=bool), strides
-        ),
-        stream_rows=layout.stream_rows.cpu().numpy(),
-        out_slots=np.array(slots, dtype=np.int64),
-        sort_dtype=np.int16 if 2 * len(tables) < 2**15 else np.int64,
-    )
-    layout.host_cache["batched"] = host
-    return host
+def first_bad_key(values: np.ndarray, per_key: np.ndarray, num_rows: np.ndarray) -> int | None:
+    """The first key (in key order) with an id < 0 or >= its table's rows, or None.
+    `values`: the KJT's ids, `per_key[k]`: key k's id count, `num_rows[k]`: its table's rows
+    (-1: not checked). One min and one max per key (`reduceat`)."""
+    nonempty = np.flatnonzero(per_key)  # reduceat's segments: nonempty keys only
+    if not nonempty.size:
+        return None
+    starts = _complete_cumsum(per_key)[nonempty]
+    lo, hi = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+    n = num_rows[nonempty]
+    bad = (n >= 0) & ((lo < 0) | (hi >= n))
+    return int(nonempty[np.argmax(bad)]) if bad.any() else None
 
 
 def remap_batched(
-    kjt: KeyedJaggedTensor,
-    layout: RemapLayout,
-    codes: np.ndarray,
-    code_base: Mapping[str, int],
-    hot_span: Mapping[str, tuple[int, int]],
-    validate: bool,
-    raise_bad_id: Callable[[KeyedJaggedTensor, int, torch.Tensor], None],
+    kjt: KeyedJaggedTensor, layout: RemapLayout, codes: np.ndarray, validate: bool, raise_bad_id
 ) -> KeyedJaggedTensor:
-    """The split KJT of CPU `kjt` (layout `layout`, no VBE). `codes`: the code tables of all
-    split tables concatenated, table t's at `code_base[t]`; `hot_span[t]`: [start, end) of its
-    hot ids. With `validate`, first raises through `raise_bad_id(kjt, key index, key's values)`
-    for the first key (in key order) holding an id < 0 or >= its table's rows."""
-    host = _host_layout(layout, code_base, hot_span)
+    """The split KJT of CPU `kjt` (layout `layout` on CPU, no VBE). `codes`: the code tables
+    of all split tables in one array, table t's at its merged-id offset (`layout.id_base`).
+    With `validate`, first calls `raise_bad_id(kjt, key index, key's values)` for the first
+    key holding an id < 0 or >= its table's rows."""
     values_t, lengths_t, weights_t = kjt.values(), kjt.lengths(), kjt.weights_or_none()
     v, lengths = values_t.numpy(), lengths_t.numpy()
     per_key = np.fromiter(kjt.length_per_key(), dtype=np.int64, count=len(layout.key_info))
-    bounds = np.concatenate(([0], np.cumsum(per_key)))
-    if validate and v.size:
-        nonempty = np.flatnonzero(per_key)  # reduceat's segments: nonempty keys only
-        lo = np.minimum.reduceat(v, bounds[nonempty])
-        hi = np.maximum.reduceat(v, bounds[nonempty])
-        n = host.num_rows[nonempty]
-        bad = (n >= 0) & ((lo < 0) | (hi >= n))
-        if bad.any():
-            k = int(nonempty[np.argmax(bad)])
-            raise_bad_id(kjt, k, values_t[int(bounds[k]) : int(bounds[k + 1])])
+    if validate:
+        k = first_bad_key(v, per_key, layout.num_embeddings.numpy())
+        if k is not None:
+            start = int(per_key[:k].sum())
+            raise_bad_id(kjt, k, values_t[start : start + int(per_key[k])])
 
-    key = np.repeat(np.arange(len(per_key), dtype=host.sort_dtype), per_key)
+    # int16 keys while they fit: numpy's stable sort is then a radix sort
+    key_dtype = np.int16 if 2 * per_key.size < 2**15 else np.int64
+    key = np.repeat(np.arange(per_key.size, dtype=key_dtype), per_key)
     if layout.any_split:
-        split = host.is_split[key]
-        code = codes.take(np.where(split, v + host.base[key], 0))
-        h = host.hot_rows[key]
+        split = layout.is_split.numpy()[key]
+        code = codes.take(np.where(split, v + layout.id_base.numpy()[key], 0))
+        h = layout.hot_rows.numpy()[key]
         cold = split & (code >= h)
         new_v = np.where(split, code - np.where(cold, h, 0), v).astype(v.dtype, copy=False)
-        slot = key * 2 + cold.astype(host.sort_dtype)
+        slot = key * 2 + cold.astype(key_dtype)
         perm = np.argsort(slot, kind="stable")
         out_v = new_v[perm]
     else:
         cold = np.zeros(v.size, dtype=bool)
         slot, perm, out_v = key * 2, None, v
 
-    w = None if weights_t is None else weights_t.detach().numpy()
-    if layout.any_mean:  # weight 1 / L on MEAN keys' ids (times their own weight)
+    w = None if weights_t is None else weights_t.numpy()
+    if layout.any_mean:  # weight 1 / L on MEAN keys' ids (times their own weight); 1 elsewhere
+        mean = layout.is_mean.numpy()[layout.key_of_row.numpy()] & (lengths > 0)
         inv_row = np.ones(lengths.size, dtype=np.float32)
-        mean = host.mean_row & (lengths > 0)
         inv_row[mean] = np.float32(1.0) / lengths[mean].astype(np.float32)
         inv = np.repeat(inv_row, lengths)
-        w = inv if w is None else np.where(np.repeat(host.mean_row, lengths), w * inv, w)
+        w = inv if w is None else w * inv
     if w is not None and perm is not None:
         w = w[perm]
 
     if v.size == lengths.size and (lengths.size == 0 or int(lengths.max()) <= 1):
         first_len = (~cold).astype(lengths.dtype)  # one id per bag: id i is bag i
     else:
-        before = np.concatenate(([0], np.cumsum(~cold)))
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        before, offsets = _complete_cumsum(~cold), _complete_cumsum(lengths)
         first_len = (before[offsets[1:]] - before[offsets[:-1]]).astype(lengths.dtype)
-    out_len = np.concatenate([first_len, lengths - first_len])[host.stream_rows]
-
-    length_per_key = np.bincount(slot, minlength=2 * len(per_key))[host.out_slots].tolist()
-    values_out = torch.from_numpy(out_v)
-    lengths_out = torch.from_numpy(out_len)
-    weights_out = None if w is None else torch.from_numpy(w)
+    out_len = np.concatenate([first_len, lengths - first_len])[layout.stream_rows.numpy()]
+    counts = np.bincount(slot, minlength=2 * per_key.size)
     # No per-key JaggedTensors: building them costs as much as the remap here (~8 us each),
     # and only an unsharded lookup reads them (KJT.to_dict builds them then).
-    return output_kjt(kjt, layout, values_out, lengths_out, weights_out, length_per_key)
+    return output_kjt(
+        kjt, layout, torch.from_numpy(out_v), torch.from_numpy(out_len),
+        None if w is None else torch.from_numpy(w), counts[layout.out_slot.numpy()].tolist(),
+    )  # fmt: skip

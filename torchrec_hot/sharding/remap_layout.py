@@ -37,9 +37,11 @@ class RemapLayout:
     second_row: torch.Tensor  # (R,) int64: output row of the cold half (= first_row if unsplit)
     stream_rows: torch.Tensor  # (R',) int64: index into cat(first_lengths, second_lengths)
     key_source: torch.Tensor  # (F',) int64: input key index of each output key
+    out_slot: torch.Tensor  # (F',) int64: 2 x input key (+ 1 for a cold half)
     is_split: torch.Tensor  # (F,) bool
     id_base: torch.Tensor  # (F,) int64: offset of the key's table in the merged hot-id buffer
     hot_start: torch.Tensor  # (F,) int64: first position of the table's ids in that buffer
+    hot_rows: torch.Tensor  # (F,) int64: H of the key's split table (0 when not split)
     is_mean: torch.Tensor  # (F,) bool: ids get weight 1 / L
     num_embeddings: torch.Tensor  # (F,) int64: table rows (-1: unknown key, not validated)
     any_split: bool
@@ -47,7 +49,6 @@ class RemapLayout:
     spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
     row_bounds: list[int]  # (F + 1,) host: input rows of key k are row_bounds[k]:row_bounds[k+1]
     key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, N, MEAN)
-    host_cache: dict = dataclasses.field(default_factory=dict, compare=False)  # per-path extras
 
 
 def build_layout(
@@ -69,7 +70,7 @@ def build_layout(
     def is_split(key: str) -> bool:
         return table_of_feature.get(key) in hot_span
 
-    out_keys, key_source, out_spkpr = [], [], []
+    out_keys, key_source, out_slot, out_spkpr = [], [], [], []
     key_of_row, first_row, second_row, stream_rows = [], [], [], []
     n_rows, in_row, out_row = sum(strides), 0, 0
     for k, (key, stride) in enumerate(zip(keys, strides, strict=True)):
@@ -82,12 +83,14 @@ def build_layout(
             stream_rows += rows_in + [n_rows + r for r in rows_in]
             out_keys += [key + HOT_SUFFIX, key + COLD_SUFFIX]
             key_source += [k, k]
+            out_slot += [2 * k, 2 * k + 1]
             out_row += 2 * stride
         else:
             second = first
             stream_rows += rows_in
             out_keys.append(key)
             key_source.append(k)
+            out_slot.append(2 * k)
             out_row += stride
         second_row += second
         if spkpr is not None:
@@ -103,9 +106,13 @@ def build_layout(
         second_row=_host_tensor(second_row, i64, device),
         stream_rows=_host_tensor(stream_rows, i64, device),
         key_source=_host_tensor(key_source, i64, device),
+        out_slot=_host_tensor(out_slot, i64, device),
         is_split=_host_tensor([is_split(k) for k in keys], torch.bool, device),
         id_base=_host_tensor([id_base.get(t, 0) for t in tables], i64, device),
         hot_start=_host_tensor([hot_span.get(t, (0, 0))[0] for t in tables], i64, device),
+        hot_rows=_host_tensor(
+            [hot_span[t][1] - hot_span[t][0] if t in hot_span else 0 for t in tables], i64, device
+        ),
         is_mean=_host_tensor([k in mean_features for k in keys], torch.bool, device),
         num_embeddings=_host_tensor(
             [num_embeddings.get(t, -1) if t else -1 for t in tables], i64, device
