@@ -154,13 +154,13 @@ class HotColdEmbeddingBagCollection(nn.Module):
 
         # logical output key -> inner output keys that are summed into it
         inner_names = get_embedding_names_by_table(inner_configs)
-        self._outputs: list[tuple[str, list[str]]] = []
-        self._dims: list[int] = []
+        outputs: list[tuple[str, list[str]]] = []
+        dims: list[int] = []
         logical_names = get_embedding_names_by_table(self._tables)
         for t, names, idx in zip(self._tables, logical_names, parts_index, strict=True):
             for j, name in enumerate(names):
-                self._outputs.append((name, [inner_names[i][j] for i in idx]))
-                self._dims.append(t.embedding_dim)
+                outputs.append((name, [inner_names[i][j] for i in idx]))
+                dims.append(t.embedding_dim)
         # unsharded lookups, in the inner EBC's order: (inner table, feature, output name)
         self._lookups = [
             (c.name, f, name)
@@ -168,7 +168,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
             for f, name in zip(c.feature_names, names, strict=True)
         ]
 
-        self.merge = PooledMerge(self._outputs, self._dims)
+        self.merge = PooledMerge(outputs, dims)
         self.register_state_dict_post_hook(logical_state_dict_hook)
         self.register_load_state_dict_pre_hook(split_state_dict_pre_hook)
 

@@ -65,6 +65,7 @@ class PooledMerge(nn.Module):
         super().__init__()
         self._outputs = outputs
         self._dims = dims
+        self._one_width = len(set(dims)) == 1  # MergeRows needs equally wide blocks
         self._plans: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see `_plan`
 
     def forward(self, kt: KeyedTensor) -> KeyedTensor:
@@ -99,7 +100,8 @@ class PooledMerge(nn.Module):
     ) -> tuple[torch.Tensor, ...] | None:
         """`MergeRows` index tensors for inner output `keys` and batch size B (cached), or None
         when the outputs are not all equally wide."""
-        if len(set(dims) | set(self._dims)) != 1 or values.dim() != 2 or not len(values):
+        one_width = self._one_width and all(d == self._dims[0] for d in dims)
+        if not one_width or values.dim() != 2 or not len(values):
             return None
         batch, device = values.shape[0], values.device
         cache_key = (tuple(keys), batch, device)
