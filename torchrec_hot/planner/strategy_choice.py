@@ -109,14 +109,6 @@ class Choice:
         """Headline: modeled embedding ms per step per rank (all-to-all excluded)."""
         return self.breakdown.embedding_ms
 
-    @property
-    def a2a_ms(self) -> float:
-        return self.breakdown.a2a_ms
-
-    @property
-    def step_ms(self) -> float:
-        return self.breakdown.step_ms
-
 
 Curves = Mapping[str, Mapping[Strategy, Sequence[TableTraffic]]]
 

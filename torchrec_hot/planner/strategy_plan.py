@@ -39,6 +39,7 @@ from tqdm import tqdm
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.planner.cost_model import H100, CostModel, HardwareSpec, TableSpec
 from torchrec_hot.planner.hot_plan import TablePlan
+from torchrec_hot.planner.stock import hbm_fraction
 from torchrec_hot.planner.strategies import Strategy, TableTraffic
 from torchrec_hot.planner.strategy_choice import Choice, choose_strategies
 from torchrec_hot.planner.strategy_sim import evaluate_table, holdout_batches
@@ -285,7 +286,7 @@ class StrategyEvaluation:
                 out.append(curves[Strategy.ALL_HBM][0])
             elif ps.compute_kernel == "fused_uvm_caching":
                 params = ps.cache_params
-                clf = params.load_factor if params and params.load_factor else 0.2
+                clf = hbm_fraction(ps, "cuda")  # its load factor, or TorchRec's default
                 lfu = params is not None and params.algorithm is not None and (
                     params.algorithm.name == "LFU")
                 strategy = Strategy.LFU_CACHE if lfu else Strategy.LRU_CACHE
@@ -324,7 +325,7 @@ def _table_plan(
     base = plain_plan(config, hot)
     if cache <= 0:  # what the table became: a plain split, or a whole table
         label = {0: Strategy.ALL_UVM, rows: Strategy.ALL_HBM}.get(hot, Strategy.STATIC)
-        if s is Strategy.STATIC or (s is Strategy.ALL_UVM and hot == 0):
+        if s is Strategy.STATIC:  # a static choice of 0 or all rows stays "static"
             label = s
         return _with(base, strategy=label.value)
     return _with(
