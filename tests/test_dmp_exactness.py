@@ -111,18 +111,20 @@ def _stock_plan(model: nn.Module, tables, sharding: str):
     return planner.plan(model, [EmbeddingBagCollectionSharder()])
 
 
-def _train(dmp, tables, seed: int, rank: int) -> list[torch.Tensor]:
-    """STEPS steps of loss = sum(pooled * G); returns the pooled outputs (logical key order)."""
+def _train(dmp, tables, seed: int, rank: int, device: str | torch.device = "cpu"
+           ) -> list[torch.Tensor]:
+    """STEPS steps of loss = sum(pooled * G) on `device`; returns the pooled outputs (logical
+    key order, on CPU)."""
     outputs = []
     keys = [t.feature_names[0] for t in tables]
     for step in range(STEPS):
         rng = np.random.default_rng([seed, step, rank])
-        kjt = _batch(tables, rng)
+        kjt = _batch(tables, rng).to(device)
         pooled = dmp(kjt).to_dict()  # by name: sharded outputs come in sharding-group order
         values = torch.cat([pooled[k] for k in keys], dim=1)
         g = torch.from_numpy(rng.standard_normal(tuple(values.shape)).astype(np.float32))
-        (values * g).sum().backward()
-        outputs.append(values.detach())
+        (values * g.to(device)).sum().backward()
+        outputs.append(values.detach().cpu())
     return outputs
 
 

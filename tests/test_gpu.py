@@ -25,28 +25,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 
-from tests import test_dmp_exactness as dmp_cases
 from tests import test_hot_cold_ebc as module_cases
 from tests import test_remap as remap_cases
 from tests.dist_utils import run_on_ranks
+from tests.test_strategy_plan import strategy_training_worker
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
 from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.planner.strategies import Strategy
 from torchrec_hot.planner.strategy_plan import StrategyOptions
-from torchrec_hot.sharding.apply import apply_hot_plan
-from torchrec_hot.sharding.checkpoint import (
-    load_logical_state_dict,
-    logical_optimizer_state,
-    logical_state_dict,
-)
 
 CUDA = torch.device("cuda")
-STEPS = 10
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,83 +79,6 @@ def test_cuda_unsharded_hot_cold_matches_a_stock_ebc(model):
         assert torch.equal(grads[name], bag.weight.grad), name
 
 
-def _stock_cuda_plan(model: torch.nn.Module, tables, world: int):
-    constraints = {
-        t.name: ParameterConstraints(sharding_types=["table_wise"], compute_kernels=["fused"])
-        for t in tables
-    }
-    planner = EmbeddingShardingPlanner(
-        topology=make_topology(world, "cuda"), batch_size=8, constraints=constraints
-    )
-    return planner.plan(model, [EmbeddingBagCollectionSharder()])
-
-
-def _train(dmp, tables, seed: int, rank: int, device: torch.device) -> list[torch.Tensor]:
-    """STEPS steps of loss = sum(pooled * G), as `test_dmp_exactness._train`, on `device`."""
-    keys = [t.feature_names[0] for t in tables]
-    outputs = []
-    for step in range(STEPS):
-        rng = np.random.default_rng([seed, step, rank])
-        pooled = dmp(dmp_cases._batch(tables, rng).to(device)).to_dict()
-        values = torch.cat([pooled[k] for k in keys], dim=1)
-        g = torch.from_numpy(rng.standard_normal(tuple(values.shape)).astype(np.float32))
-        (values * g.to(device)).sum().backward()
-        outputs.append(values.detach().cpu())
-    return outputs
-
-
-def _nccl_worker(
-    rank: int, world: int, seed: int, cached: bool, device_type: str = "cuda"
-) -> dict:
-    """One rank; `device_type="cpu"` runs the same plans retargeted to CPU (a smoke check of
-    this test's own code where there is no GPU)."""
-    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
-    rng = np.random.default_rng([seed, 0])
-    tables = dmp_cases._tables(rng)
-    weights = {
-        f"ebc.embedding_bags.{t.name}.weight": torch.from_numpy(
-            rng.standard_normal((t.num_embeddings, t.embedding_dim)).astype(np.float32))
-        for t in tables
-    }  # fmt: skip
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 16, 16, 1.2, seed=seed))
-    options = None
-    if cached:  # held-out draws bring cold ids, so the caches see misses
-        holdout = PopularityProfile(tables).update_all(
-            zipf_batches(tables, 16, 16, 1.2, seed=seed + 1))  # fmt: skip
-        options = StrategyOptions(
-            strategies=(Strategy.LRU_CACHE, Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
-            holdout=holdout,
-        )
-    plan = HotPlanner(make_topology(world, "cuda"), 24 * 1024, batch_size=8,
-                      compare_with_stock=False, strategies=options).plan(
-        tables, profile, module_path="ebc")  # fmt: skip
-    kernels = {n: ps.compute_kernel for n, ps in plan.sharding_plan.plan["ebc.split_ebc"].items()}
-    stock_model = dmp_cases._model(tables, "rowwise_adagrad")
-    stock_plan, hot_plan = _stock_cuda_plan(stock_model, tables, world), plan.sharding_plan
-    if device_type != "cuda":
-        stock_plan = retarget_sharding_plan(stock_plan, device_type)
-        hot_plan = retarget_sharding_plan(hot_plan, device_type)
-    stock = DistributedModelParallel(stock_model, plan=stock_plan, device=device)
-    hot = DistributedModelParallel(
-        apply_hot_plan(dmp_cases._model(tables, "rowwise_adagrad"), plan), plan=hot_plan,
-        device=device)  # fmt: skip
-    load_logical_state_dict(stock, weights)
-    load_logical_state_dict(hot, weights)
-    out_stock = _train(stock, tables, seed, rank, device)
-    out_hot = _train(hot, tables, seed, rank, device)
-    w_stock, w_hot = logical_state_dict(stock), logical_state_dict(hot)
-    o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
-    pairs = zip(out_stock, out_hot, strict=True)
-    return {
-        "kernels": kernels,
-        "forward_diff": max(float((a - b).abs().max()) for a, b in pairs),
-        "weights_equal": all(torch.equal(w_stock[k].cpu(), w_hot[k].cpu()) for k in w_stock),
-        "moved": any(not torch.equal(w_hot[k].cpu(), weights[k]) for k in weights),
-        "optim_equal": all(torch.equal(o_stock[k][n].cpu(), o_hot[k][n].cpu())
-                           for k in o_stock for n in o_stock[k]),  # fmt: skip
-    }
-
-
 @pytest.mark.gpu
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("cached", [False, True], ids=["hot-hbm-cold-uvm", "strategy-caches"])
@@ -174,7 +86,7 @@ def test_nccl_dmp_hot_cold_trains_bit_identically_to_stock(cached):
     world = min(2, torch.cuda.device_count())
     seed = int(np.random.default_rng().integers(2**20))
     print(f"seed {seed}, world {world}")  # shown by pytest when the test fails
-    for r in run_on_ranks(_nccl_worker, world, seed, cached, backend="nccl"):
+    for r in run_on_ranks(strategy_training_worker, world, seed, cached, "cuda", backend="nccl"):
         kernels = r["kernels"]
         hot = {k for n, k in kernels.items() if n.endswith("__hot")}
         cold = {k for n, k in kernels.items() if n.endswith("__cold")}
