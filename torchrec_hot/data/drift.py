@@ -12,10 +12,7 @@ import math
 from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
-import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
-
-from torchrec_hot.data.synthetic import zipf_ranks
 
 
 def affine_permutation(num_rows: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -36,24 +33,9 @@ def window_batches(
     seed: int = 0,
 ) -> Iterator[KeyedJaggedTensor]:
     """`num_batches` KJTs of `batch_size` samples (one id per feature per sample) of window
-    `window`; tables named in `drift_tables` have different hot ids in every window."""
-    unknown = set(drift_tables) - {t.name for t in tables}
-    if unknown:
-        raise ValueError(f"drift tables {sorted(unknown)} are not among the tables")
-    perms = {}
-    for i, t in enumerate(tables):
-        key = [seed, i, window + 1 if t.name in drift_tables else 0]
-        perms[t.name] = affine_permutation(t.num_embeddings, np.random.default_rng(key))
-    rng = np.random.default_rng([seed, 1_000_003, window])
-    features = [(f, t) for t in tables for f in t.feature_names]
-    for _ in range(num_batches):
-        values = np.empty(batch_size * len(features), dtype=np.int64)
-        for j, (_, t) in enumerate(features):
-            a, b = perms[t.name]
-            ranks = zipf_ranks(t.num_embeddings, alpha, batch_size, rng)
-            values[j * batch_size : (j + 1) * batch_size] = (ranks * a + b) % t.num_embeddings
-        yield KeyedJaggedTensor.from_lengths_sync(
-            keys=[f for f, _ in features],
-            values=torch.from_numpy(values),
-            lengths=torch.ones(batch_size * len(features), dtype=torch.int32),
-        )
+    `window`; tables named in `drift_tables` have different hot ids in every window
+    (`workloads.workload_batches` with those tables `drift`, the others stable)."""
+    from torchrec_hot.data.workloads import workload_batches  # it builds on this module
+
+    kinds = dict.fromkeys(drift_tables, "drift")
+    return workload_batches(tables, num_batches, batch_size, alpha, kinds, window, seed)

@@ -11,7 +11,8 @@ Each table has one of three kinds (`TableKind`):
     its window (drifting too). An id stays active for about 1 / turnover batches and is looked
     up many times meanwhile: what a cache (and look-forward) exploits and a static set cannot.
 One id per feature and sample. `workload_batches` yields KJTs like `synthetic.zipf_batches`;
-`workload_ids` yields the raw per-table id arrays (int64) for simulations without a KJT.
+stable and drifting tables get exactly the ids of `drift.window_batches`, which is this with
+drifting tables only.
 """
 
 from __future__ import annotations
@@ -35,57 +36,6 @@ class TableKind(str, enum.Enum):
     SESSION = "session"
 
 
-def workload_ids(
-    tables: Sequence[EmbeddingBagConfig],
-    num_batches: int,
-    batch_size: int,
-    alpha: float = 1.1,
-    kinds: Mapping[str, TableKind | str] | None = None,
-    window: int = 0,
-    seed: int = 0,
-    session_pool: float = 0.25,
-    session_turnover: float = 0.25,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Per batch: table name -> int64 ids, shape (batch_size * features of the table,)."""
-    kinds = {name: TableKind(k) for name, k in (kinds or {}).items()}
-    unknown = set(kinds) - {t.name for t in tables}
-    if unknown:
-        raise ValueError(f"kinds name tables {sorted(unknown)} that are not among the tables")
-    if not (0 < session_pool and 0 < session_turnover <= 1):
-        raise ValueError(
-            f"need session_pool > 0 and 0 < session_turnover <= 1, got {session_pool}, "
-            f"{session_turnover}"
-        )
-    rng = np.random.default_rng([seed, 2_000_003, window])
-    perms, pools = {}, {}
-    for i, t in enumerate(tables):
-        kind = kinds.get(t.name, TableKind.STABLE)
-        key = [seed, i, 0 if kind is TableKind.STABLE else window + 1]
-        perms[t.name] = affine_permutation(t.num_embeddings, np.random.default_rng(key))
-        if kind is TableKind.SESSION:
-            size = max(1, int(session_pool * batch_size))
-            pools[t.name] = _draw(t.num_embeddings, alpha, size, perms[t.name], rng)
-    for _ in range(num_batches):
-        out = {}
-        for t in tables:
-            n = batch_size * len(t.feature_names)
-            if t.name in pools:
-                pool = pools[t.name]
-                out[t.name] = pool[rng.integers(0, pool.size, n)]
-                fresh = rng.random(pool.size) < session_turnover
-                pool[fresh] = _draw(t.num_embeddings, alpha, int(fresh.sum()), perms[t.name], rng)
-            else:
-                out[t.name] = _draw(t.num_embeddings, alpha, n, perms[t.name], rng)
-        yield out
-
-
-def _draw(
-    num_rows: int, alpha: float, size: int, perm: tuple[int, int], rng: np.random.Generator
-) -> np.ndarray:
-    a, b = perm
-    return (zipf_ranks(num_rows, alpha, size, rng) * a + b) % num_rows
-
-
 def workload_batches(
     tables: Sequence[EmbeddingBagConfig],
     num_batches: int,
@@ -97,17 +47,48 @@ def workload_batches(
     session_pool: float = 0.25,
     session_turnover: float = 0.25,
 ) -> Iterator[KeyedJaggedTensor]:
-    """`workload_ids` as KJTs (features in table order, every length 1)."""
+    """`num_batches` KJTs of `batch_size` samples of window `window` (features in table order,
+    every length 1); `kinds`: table name -> its `TableKind` (default stable)."""
+    kinds = {name: TableKind(k) for name, k in (kinds or {}).items()}
+    unknown = set(kinds) - {t.name for t in tables}
+    if unknown:
+        raise ValueError(f"kinds name tables {sorted(unknown)} that are not among the tables")
+    if not (0 < session_pool and 0 < session_turnover <= 1):
+        raise ValueError(
+            f"need session_pool > 0 and 0 < session_turnover <= 1, got {session_pool}, "
+            f"{session_turnover}"
+        )
+    rng = np.random.default_rng([seed, 1_000_003, window])
+    perms, pools = {}, {}
+    for i, t in enumerate(tables):
+        kind = kinds.get(t.name, TableKind.STABLE)
+        key = [seed, i, 0 if kind is TableKind.STABLE else window + 1]
+        perms[t.name] = affine_permutation(t.num_embeddings, np.random.default_rng(key))
+        if kind is TableKind.SESSION:
+            size = max(1, int(session_pool * batch_size))
+            pools[t.name] = _draw(t.num_embeddings, alpha, size, perms[t.name], rng)
     keys = [f for t in tables for f in t.feature_names]
-    for ids in workload_ids(
-        tables, num_batches, batch_size, alpha, kinds, window, seed, session_pool,
-        session_turnover,
-    ):
-        values = []
-        for t in tables:  # a table's ids are its features' ids, feature after feature
-            values.append(ids[t.name])
+    for _ in range(num_batches):
+        values = []  # feature after feature, in table order
+        for t in tables:
+            pool = pools.get(t.name)
+            for _ in t.feature_names:
+                if pool is None:
+                    values.append(_draw(t.num_embeddings, alpha, batch_size, perms[t.name], rng))
+                else:
+                    values.append(pool[rng.integers(0, pool.size, batch_size)])
+            if pool is not None:  # after every batch a share of the active ids turns over
+                fresh = rng.random(pool.size) < session_turnover
+                pool[fresh] = _draw(t.num_embeddings, alpha, int(fresh.sum()), perms[t.name], rng)
         yield KeyedJaggedTensor.from_lengths_sync(
             keys=keys,
             values=torch.from_numpy(np.concatenate(values)),
             lengths=torch.ones(batch_size * len(keys), dtype=torch.int32),
         )
+
+
+def _draw(
+    num_rows: int, alpha: float, size: int, perm: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    a, b = perm
+    return (zipf_ranks(num_rows, alpha, size, rng) * a + b) % num_rows
