@@ -39,16 +39,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_module_report import (  # noqa: E402
     RATIO_CELL,
-    SECTION,
     breakdown_table,
     finish,
-    machine,
     plot,
     ratio_table,
-    write_doc,
 )
 from bench_module_steps import run_cases, run_dmp  # noqa: E402
 from bench_module_workload import tune_malloc  # noqa: E402
+from doc_sections import machine, write_section  # noqa: E402
 
 from torchrec_hot.data.synthetic import criteo_tables  # noqa: E402
 
@@ -115,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{len(cases)} cases in {minutes:.1f} min")
     if cfg.no_write:
         return
-    write_doc(
-        cfg.doc,
-        f"""{SECTION}
+    write_section(
+        "bench_module",
+        f"""## Module overhead (bench_module.py)
 
 Command: `{command}` ({minutes:.1f} min). Date: {datetime.date.today().isoformat()}.
 Machine: {machine()}. torch threads per process: {cfg.threads}.
@@ -140,6 +138,7 @@ backward is in both models' backward as well):
 
 {breakdown}
 """,
+        cfg.doc,
     )
     plot(cases, cfg.png)
     print(f"wrote {cfg.doc} and {cfg.png}")

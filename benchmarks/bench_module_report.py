@@ -6,14 +6,10 @@ ratios; the table / plot / doc functions only format those numbers.
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 
-import torch
-
 STAGES = ("validate", "remap", "inner", "merge", "backward", "merge_bwd")
-SECTION = "## Module overhead (bench_module.py)"
 RATIO_CELL = "wall-time ratio / CPU-time ratio (hot/cold ms / stock ms, wall, median)"
 
 
@@ -109,22 +105,3 @@ def plot(cases: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def machine() -> str:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "?")
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}, torch {torch.__version__}"
-
-
-def write_doc(path: Path, report: str) -> None:
-    """Replace (or append) this benchmark's section of `path`, up to the next `## ` heading."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + report + (text[end:] if end >= 0 else "\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + report + "\n"
-    path.write_text(text)

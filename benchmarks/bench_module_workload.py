@@ -8,12 +8,12 @@ few as serve a given share of the lookups; `hot_share` measures that share on ot
 from __future__ import annotations
 
 import ctypes
-import math
 
 import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
+from torchrec_hot.data.drift import affine_permutation
 from torchrec_hot.data.synthetic import zipf_ranks
 
 
@@ -31,13 +31,7 @@ class Data:
     def __init__(self, tables: list[EmbeddingBagConfig], alpha: float, seed: int) -> None:
         self.tables, self.alpha = tables, alpha
         rng = np.random.default_rng(seed)
-        self.perm = []
-        for t in tables:
-            n = t.num_embeddings
-            a = int(rng.integers(1, max(2, n)))
-            while math.gcd(a, n) != 1:
-                a += 1
-            self.perm.append((a, int(rng.integers(0, n))))
+        self.perm = [affine_permutation(t.num_embeddings, rng) for t in tables]
 
     def ids(self, i: int, size: int, rng: np.random.Generator) -> np.ndarray:
         n, (a, b) = self.tables[i].num_embeddings, self.perm[i]

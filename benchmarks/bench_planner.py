@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_planner_report import machine, markdown, plot
-from doc_sections import write_section
+from bench_planner_report import markdown, plot
+from doc_sections import machine, write_section
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def profiles(
 
 
 def plan_once(
-    tables: list, profile: Any, holdout: Any, budget: int, stock: bool, timers: Timers
+    tables: list, profile: Any, holdout: Any, budget: int, timers: Timers
 ) -> tuple[Any, dict[str, float]]:
     """One timed `HotPlanner.plan` call; returns the plan and its phase seconds. `budget` bytes
     per rank are the row budget; TorchRec's I/O buffers are allowed on top, for ours and for
@@ -160,7 +160,7 @@ def plan_once(
 
     planner = HotPlanner(
         make_topology(WORLD, "cuda"), budget, batch_size=BATCH, optimizer_class=RowWiseAdagrad,
-        compare_with_stock=stock, strategies=StrategyOptions(holdout=holdout),
+        strategies=StrategyOptions(holdout=holdout),
     )  # fmt: skip
     timers.seconds = {}
     start = time.perf_counter()
@@ -231,7 +231,10 @@ def result_row(
 def run(
     args: argparse.Namespace, checkpoint: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
+    from torchrec.optim import RowWiseAdagrad
+
     from torchrec_hot.data.synthetic import criteo_tables
+    from torchrec_hot.planner import row_bytes
 
     timers = install_timers()
     datasets = [("criteo-kaggle", args.scale)] if args.quick else [
@@ -242,13 +245,13 @@ def run(
     bar = tqdm(total=len(configs) * len(BUDGETS), desc="plans", file=sys.stderr)
     for (dataset, scale), workload in configs:
         tables = criteo_tables(dataset, scale, embedding_dim=DIM)
-        total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+        total = sum(t.num_embeddings * row_bytes(t, RowWiseAdagrad) for t in tables)
         profile, holdout, gen_s = profiles(
             tables, workload, args.profile_batches, args.holdout_batches, args.seed
         )
         for share in BUDGETS:
             budget = int(share * total / WORLD)
-            plan, seconds = plan_once(tables, profile, holdout, budget, True, timers)
+            plan, seconds = plan_once(tables, profile, holdout, budget, timers)
             seconds["inputs"] = gen_s
             rows.append(result_row(dataset, workload, share, plan, seconds))
             r = rows[-1]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import platform
 import re
 from datetime import date
 from pathlib import Path
@@ -21,13 +19,6 @@ STRATEGIES: tuple[tuple[str, str], ...] = (
 )
 SINGLE = ("all static (FAE)", "all lru cache", "all look-forward")
 SHORT_DATASET = {"criteo-kaggle": "Kaggle", "criteo-terabyte": "Terabyte"}
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "?")
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
 def _ms(v: float) -> str:
@@ -91,11 +82,10 @@ def stock_errors(rows: list[dict[str, Any]]) -> list[str]:
     failed = [r for r in rows if r.get("stock_error")]
     if not failed:
         return []
-    lines = ["Stock TorchRec found no plan (its error, first line):", ""]
+    lines = ["Stock TorchRec found no plan:", ""]
     for r in failed:
-        first = r["stock_error"].strip().splitlines()[0][:300]
         lines.append(f"- {SHORT_DATASET.get(r['dataset'])} {r['workload']} {r['budget']:.0%}: "
-                     f"{first}")  # fmt: skip
+                     f"{first_line(r['stock_error'])}")  # fmt: skip
     return [*lines, ""]
 
 
