@@ -271,17 +271,19 @@ class HotColdEmbeddingBagCollection(nn.Module):
         kjt = self.remap(features, validate=self._validate_ids)
         inner = self.split_module
         in_place = type(inner) is EmbeddingBagCollection and not kjt.variable_stride_per_key()
-        if in_place:
-            feats = kjt.to_dict()
-            weighted = inner.is_weighted()
-            pooled = {
-                name: inner.embedding_bags[table](
-                    input=feats[f].values(),
-                    offsets=feats[f].offsets(),
-                    per_sample_weights=feats[f].weights() if weighted else None,
+        if in_place:  # each key's ids are one slice of the values: no per-key JaggedTensors
+            values, offsets, weights = kjt.values(), kjt.offsets(), kjt.weights_or_none()
+            start, stride = kjt.offset_per_key(), kjt.stride()
+            index = {key: i for i, key in enumerate(kjt.keys())}
+            pooled = {}
+            for table, f, name in self._lookups:
+                i = index[f]
+                ids = slice(start[i], start[i + 1])
+                pooled[name] = inner.embedding_bags[table](
+                    input=values[ids],
+                    offsets=offsets[i * stride : (i + 1) * stride + 1] - start[i],
+                    per_sample_weights=weights[ids] if inner.is_weighted() else None,
                 ).float()
-                for table, f, name in self._lookups
-            }
             return self.merge.sum_pooled(pooled, in_place=True)
         return self.merge(inner(kjt))  # sharded: outputs in sharding-group order, merged by name
 

@@ -177,7 +177,9 @@ class KJTRemapper(torch.nn.Module):
     def validate(self, kjt: KeyedJaggedTensor) -> None:
         """Raise ValueError naming the feature, table and value of the first id of a known
         feature that is < 0 or >= its table's num_embeddings. Syncs with the host once."""
-        layout = self._layout(kjt)
+        self._validate(kjt, self._layout(kjt))
+
+    def _validate(self, kjt: KeyedJaggedTensor, layout: RemapLayout) -> None:
         values = kjt.values()
         if values.numel() == 0:
             return
@@ -254,7 +256,7 @@ class KJTRemapper(torch.nn.Module):
                 kjt, layout, self._code_tables().numpy(), validate, self._raise_bad_id
             )
         if validate:
-            self.validate(kjt)
+            self._validate(kjt, layout)
         if not (layout.any_split or layout.any_mean):
             return kjt
         if values.device.type == "cpu" and self._use_cpu_rank:
