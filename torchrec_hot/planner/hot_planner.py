@@ -130,7 +130,7 @@ class HotPlanner:
         failure: PlannerError | None = None
         reserves = _io_reserves(io, world)
         evaluation = None if self.strategies is None else StrategyEvaluation(
-            configs, counts, profile, self.strategies, world, self.batch_size,
+            configs, counts, demands, profile, self.strategies, world, self.batch_size,
             self.optimizer_class, self._budget(reserves[0]) * world,
         )  # fmt: skip
         cache_stats = _CacheStatsOf(evaluation, world * self.batch_size)

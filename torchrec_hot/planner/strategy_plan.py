@@ -86,6 +86,7 @@ class StrategyEvaluation:
     Args:
         configs: the logical tables.
         counts: profiled lookups per row of each table (int64, (rows,)).
+        demands: the tables' `TableDemand`s from those counts (as HotPlanner built them).
         profile: the planned profile (its trace is the fallback hold-out).
         options: see `StrategyOptions`.
         world_size / batch_size: ranks and samples per rank per step.
@@ -97,6 +98,7 @@ class StrategyEvaluation:
         self,
         configs: Sequence[EmbeddingBagConfig],
         counts: Mapping[str, np.ndarray],
+        demands: Sequence[TableDemand],
         profile: PopularityProfile,
         options: StrategyOptions,
         world_size: int,
@@ -132,10 +134,6 @@ class StrategyEvaluation:
         self.curves: dict[str, dict[Strategy, list[TableTraffic]]] = {}
         self._choices: dict[tuple[int, tuple[Strategy, ...] | None], Choice] = {}
         self._plain: dict[tuple[str, int], TablePlan] = {}
-        demands = [
-            TableDemand.from_counts(c.name, counts[c.name], self.row_bytes[c.name])
-            for c in self.configs
-        ]
         static = [
             allocate_hot_rows(demands, int(share * total_budget_bytes)) for share in (1.0, 0.5)
         ]
