@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=3, help="distinct batches per case")
     p.add_argument("--profile-samples", type=int, default=1 << 16, help="lookups per table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--apart", action="store_true",
+                   help="DMP: leave hot and cold halves where TorchRec puts them (no presum)")
     p.add_argument("--quick", action="store_true", help="shares 0.5,0.95; batches 512,4096")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--doc", type=Path, default=Path("docs/BENCHMARKS.md"))
@@ -76,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.shares = [float(s) for s in args.shares.split(",")]
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.modes = args.modes.split(",")
+    args.colocate = not args.apart
     return args
 
 

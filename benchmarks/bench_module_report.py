@@ -21,11 +21,19 @@ def summarize(steps_per_rank: list[dict]) -> dict:
         rows = [max(ranks, key=lambda s: s["step"]) for ranks in per_step]
         med = {k: 1e3 * statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
         med["backward"] = 1e3 * statistics.median(r["step"] - r["forward"] for r in rows)
-        if name == "hc":
+        if name == "hc":  # the sum on the rank (presum) runs inside the inner module
             med["remap"] = 1e3 * statistics.median(r["remap"] - r["validate"] for r in rows)
-            med["merge"] = 1e3 * statistics.median(
-                r["forward"] - r["remap"] - r.get("inner", 0.0) for r in rows
+            med["inner"] = 1e3 * statistics.median(
+                r.get("inner", 0.0) - r.get("presum", 0.0) for r in rows
             )
+            med["merge"] = 1e3 * statistics.median(
+                r["forward"] - r["remap"] - r.get("inner", 0.0) + r.get("presum", 0.0)
+                for r in rows
+            )
+            if "merge_bwd" in rows[0] or "presum_bwd" in rows[0]:
+                med["merge_bwd"] = 1e3 * statistics.median(
+                    r.get("merge_bwd", 0.0) + r.get("presum_bwd", 0.0) for r in rows
+                )
         out[name] = med
     return out
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from bench_module_workload import Data, hot_share, tune_malloc
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor, KeyedTensor
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
@@ -32,6 +32,9 @@ from tqdm import tqdm
 
 from torchrec_hot import HotColdEmbeddingBagCollection, make_topology
 from torchrec_hot.data.synthetic import criteo_tables
+from torchrec_hot.planner.colocate import colocate_split_tables
+from torchrec_hot.sharding import Placement
+from torchrec_hot.sharding.presum import PresummedOutputDist
 
 
 class StageTimer:
@@ -54,7 +57,7 @@ class StageTimer:
         module.register_forward_hook(post)
 
     def watch_backward(self, module: nn.Module, stage: str) -> None:
-        """Times `module`'s backward (KeyedTensor in, KeyedTensor out): from the moment its
+        """Times `module`'s backward (KeyedTensor or tensor in and out): from the moment its
         output's gradient exists to the moment its input's does (tensor hooks)."""
 
         def start(grad: torch.Tensor) -> None:
@@ -66,9 +69,10 @@ class StageTimer:
             self.acc[stage] = self.acc.get(stage, 0.0) + time.perf_counter() - self._start[stage]
 
         def post(m, args, out) -> None:
-            if out.values().requires_grad and args[0].values().requires_grad:
-                out.values().register_hook(start)
-                args[0].values().register_hook(stop)
+            out, inp = (x.values() if isinstance(x, KeyedTensor) else x for x in (out, args[0]))
+            if out.requires_grad and inp.requires_grad:
+                out.register_hook(start)
+                inp.register_hook(stop)
 
         module.register_forward_hook(post)
 
@@ -98,10 +102,20 @@ def _timers(model: nn.Module, hot_cold: bool, sync: Callable[[], None]) -> Stage
         else:
             timer.watch(inner, "inner")
             timer.watch_backward(ebc.merge, "merge_bwd")  # sharded: `MergeRows` backward
+            ebc.presum_sharded()  # co-located halves: summed inside the output dists
+            for d in inner._output_dists:
+                if isinstance(d, PresummedOutputDist) and d.column_sum is not None:
+                    timer.watch(d.column_sum, "presum")
+                    timer.watch_backward(d.column_sum, "presum_bwd")
     return timer
 
 
-def _sharded(model: nn.Module, names: list[str], kinds: dict[str, str], device) -> nn.Module:
+def _sharded(
+    model: nn.Module, names: list[str], kinds: dict[str, str], device, colocate: list[str]
+) -> nn.Module:
+    """DMP of `model` with every table table-wise (compute kernel from `kinds`, else fused)
+    as TorchRec's planner places them; the halves of the split tables `colocate` then on one
+    rank, as `HotPlanner` does."""
     apply_optimizer_in_backward(torch.optim.SGD, model.parameters(), {"lr": 0.01})
     constraints = {
         n: ParameterConstraints(
@@ -115,6 +129,8 @@ def _sharded(model: nn.Module, names: list[str], kinds: dict[str, str], device) 
         constraints=constraints,
     )
     plan = planner.plan(model, [EmbeddingBagCollectionSharder()])
+    if colocate:
+        plan, _ = colocate_split_tables(plan, colocate, "ebc")
     return DistributedModelParallel(model, plan=plan, device=device)
 
 
@@ -123,14 +139,17 @@ def build(cfg, tables, hot: dict | None, device: torch.device, sharded: bool) ->
     where = torch.device("meta") if sharded else device
     if hot is None:
         ebc: nn.Module = EmbeddingBagCollection(tables, device=where)
-        names, kinds = [t.name for t in tables], {}
+        names, kinds, split = [t.name for t in tables], {}, []
     else:
         ebc = HotColdEmbeddingBagCollection(tables, hot, device=where)
         names = [p for t in tables for p in ebc.split_table_names(t.name)]
         cold = "fused_uvm" if device.type == "cuda" else "fused"
         kinds = {p: cold for p in names if p.endswith("__cold")}
+        placements = ebc.placements()
+        split = [t.name for t in tables if placements[t.name] is Placement.SPLIT]
     model = _Wrapper(ebc)
-    return _sharded(model, names, kinds, device) if sharded else model
+    colocate = split if cfg.colocate else []
+    return _sharded(model, names, kinds, device, colocate) if sharded else model
 
 
 def time_case(cfg, stock, hot_cold, batches, device, sharded: bool) -> dict:

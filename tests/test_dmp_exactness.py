@@ -128,6 +128,21 @@ def _train(dmp, tables, seed: int, rank: int, device: str | torch.device = "cpu"
     return outputs
 
 
+def _colocated(module_plan, table: str) -> bool:
+    """Whether the plan puts both halves of `table` table-wise on one rank."""
+    halves = [module_plan.get(table + suffix) for suffix in ("__hot", "__cold")]
+    return all(h is not None and h.sharding_type == "table_wise" for h in halves) and (
+        halves[0].ranks == halves[1].ranks)
+
+
+def _a2a_columns(sharded: nn.Module) -> int | None:
+    """Columns (sum of dims over ranks) the table-wise output all-to-all moves, None when some
+    sharding is not table-wise."""
+    if set(sharded._sharding_types) != {"table_wise"}:
+        return None
+    return sum(sum(getattr(d, "dist", d)._dim_sum_per_rank) for d in sharded._output_dists)
+
+
 def _exactness_worker(rank: int, world: int, seed: int) -> dict:
     results = {}
     for sharding, optimizer in CASES:
@@ -151,6 +166,13 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
         o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
         results[(sharding, optimizer)] = {
             "split_tables": sum(t.placement.value == "split" for t in plan.tables),
+            "split_features": sorted(t.feature_names[0] for t in plan.tables
+                                     if t.placement.value == "split"),
+            "presummed": sorted(hot.module.ebc.presummed_features()),
+            "colocated": sorted(t.feature_names[0] for t in plan.tables
+                                if _colocated(sharding_plan.plan["ebc.split_ebc"], t.name)),
+            "a2a_columns": (_a2a_columns(stock.module.ebc),
+                            _a2a_columns(hot.module.ebc.split_module)),
             "max_shards": max(len(ps.sharding_spec.shards)
                               for ps in sharding_plan.plan["ebc.split_ebc"].values()),
             "max_forward_diff": max(float((a - b).abs().max()) for a, b in
@@ -282,6 +304,11 @@ def test_two_rank_training_is_bit_identical_to_stock_torchrec(two_rank_results):
             r = results[case]
             where = f"{case} rank {rank} (seed {seed})"
             assert r["split_tables"] >= 1, where
+            # halves table-wise on one rank are summed before the all-to-all, others after
+            assert r["presummed"] == r["colocated"], where
+            if case[0] == "table_wise":  # where the planner co-locates every split table
+                assert r["presummed"] == r["split_features"], where
+                assert r["a2a_columns"][0] == r["a2a_columns"][1], (where, r["a2a_columns"])
             if case[0] != "table_wise":  # column-wise tables really are cut, row-wise spread
                 assert r["max_shards"] >= 2, where
             assert r["weights_moved"], where

@@ -26,6 +26,7 @@ from torchrec.distributed.types import CacheStatistics, ShardingPlan
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.planner.cache_stats import ProfileCacheStatistics
+from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
@@ -68,6 +69,8 @@ class HotPlanner:
         strategies: choose per table between a static split, UVM caches and look-forward
             prefetch by a cost model on held-out input (`strategy_plan.StrategyOptions`);
             None: static hot/cold splits only.
+        colocate: move each table-wise cold half without a cache to its table-wise hot half's
+            rank (`colocate.py`), so the two are summed there before the output all-to-all.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class HotPlanner:
         column_shard_dim: int | None = None,
         compare_with_stock: bool = True,
         strategies: StrategyOptions | None = None,
+        colocate: bool = True,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
@@ -98,6 +102,7 @@ class HotPlanner:
         self.column_shard_dim = column_shard_dim
         self.compare_with_stock = compare_with_stock
         self.strategies = strategies
+        self.colocate = colocate
 
     def plan(
         self,
@@ -354,9 +359,12 @@ class HotPlanner:
                 )
                 split_configs.append(part)
         model = meta_model(split_configs, split_module_path(module_path), self.optimizer_class)
-        return run_torchrec_planner(
+        plan = run_torchrec_planner(
             model, topology, self.batch_size, self.reservation_percentage, constraints
         )
+        if self.colocate:
+            plan, _ = colocate_split_tables(plan, movable_cold_halves(table_plans), module_path)
+        return plan
 
 
 class _CacheStatsOf:

@@ -45,10 +45,13 @@ def check_plan_matches(ebc: EmbeddingBagCollection, plan: HotPlan) -> None:
         )
 
 
-def apply_hot_plan(model: nn.Module, plan: HotPlan, *, validate_ids: bool = True) -> nn.Module:
+def apply_hot_plan(
+    model: nn.Module, plan: HotPlan, *, validate_ids: bool = True, presum: bool = True
+) -> nn.Module:
     """Replaces the EmbeddingBagCollection at `plan.module_path` (the model itself when the
     path is "") by a `HotColdEmbeddingBagCollection` with the plan's hot ids and the EBC's
-    weights (meta stays meta). Returns the model (the new module when the path is "")."""
+    weights (meta stays meta). Returns the model (the new module when the path is "").
+    `validate_ids`, `presum`: as for `HotColdEmbeddingBagCollection`."""
     parent_path, _, name = plan.module_path.rpartition(".")
     ebc = model.get_submodule(plan.module_path) if plan.module_path else model
     if not isinstance(ebc, EmbeddingBagCollection):
@@ -57,7 +60,9 @@ def apply_hot_plan(model: nn.Module, plan: HotPlan, *, validate_ids: bool = True
             "not an EmbeddingBagCollection"
         )
     check_plan_matches(ebc, plan)
-    hot_cold = HotColdEmbeddingBagCollection.from_ebc(ebc, plan.hot_ids, validate_ids=validate_ids)
+    hot_cold = HotColdEmbeddingBagCollection.from_ebc(
+        ebc, plan.hot_ids, validate_ids=validate_ids, presum=presum
+    )
     _carry_fused_optimizer(ebc, hot_cold)
     if not plan.module_path:
         return hot_cold

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor
+from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
 
@@ -46,6 +47,7 @@ from torchrec_hot.sharding.hot_cold_state import (
     logical_state_dict_hook,
     split_state_dict_pre_hook,
 )
+from torchrec_hot.sharding.presum import presum_sharded_ebc
 from torchrec_hot.sharding.remap import KJTRemapper
 from torchrec_hot.sharding.row_split import merge_rows
 from torchrec_hot.sharding.split import (
@@ -87,6 +89,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
         is_weighted: whether input KJTs carry per-id weights.
         validate_ids: check in every forward that ids lie in [0, N) (one host sync); an
             out-of-range id would otherwise read a wrong row silently.
+        presum: once sharded, add each split feature's hot and cold pooled outputs on their
+            rank before TorchRec's output all-to-all where both halves are table-wise on one
+            rank (`presum.py`; VBE input then raises). False: always merge afterwards.
 
     A feature name may belong to several tables (TorchRec's `f@table` outputs) only when none of
     them is split and all or none are MEAN; NotImplementedError otherwise.
@@ -100,6 +105,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
         is_weighted: bool = False,
         *,
         validate_ids: bool = True,
+        presum: bool = True,
     ) -> None:
         super().__init__()
         self._tables = [
@@ -113,6 +119,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
             raise ValueError(f"hot ids given for unknown tables {sorted(unknown)}")
         self._is_weighted = is_weighted
         self._validate_ids = validate_ids
+        self._presum = presum
+        self._presummed_in: tuple[int, int] | None = None  # see `presum_sharded`
+        self._presummed: list[str] = []
 
         split_hot: dict[str, torch.Tensor] = {}
         self._placements: dict[str, Placement] = {}
@@ -235,6 +244,28 @@ class HotColdEmbeddingBagCollection(nn.Module):
             raise ValueError(f"table {table!r} is not split")
         self.remapper.set_hot_ids(table, hot_ids)
 
+    def presummed_features(self) -> list[str]:
+        """Logical outputs whose hot and cold halves are added on their rank before the output
+        all-to-all (empty before the first sharded forward, and unsharded)."""
+        return list(self._presummed)
+
+    def presum_sharded(self) -> list[str]:
+        """Once the inner collection is sharded, patches it (once; again if DMP rebuilt it or
+        its dists) to add co-located hot and cold outputs before the output all-to-all, and
+        returns the logical outputs summed there. The first sharded forward calls this; call
+        it earlier to see the result or to hook the patched modules."""
+        inner = self.split_module
+        if not self._presum or not isinstance(inner, ShardedEmbeddingBagCollection):
+            return []
+        marker = (id(inner), id(inner._output_dists))
+        if self._presummed_in != marker:
+            pairs = {
+                (parts[0], parts[1]): name for name, parts in self.merge.outputs if len(parts) == 2
+            }
+            self._presummed = presum_sharded_ebc(inner, pairs)
+            self._presummed_in = marker
+        return list(self._presummed)
+
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
         bags = self.split_module.embedding_bags
         out: dict[str, torch.Tensor | None] = {}
@@ -267,7 +298,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
         hooks do not run), so that its concatenated (B, up to 2x sum of D) output and the split
         of that output's gradient are never built, and `cold` is added into `hot`'s fresh
         output in place (same float sum, one (B, D) temporary less per split feature).
-        Sharded, the inner module's KeyedTensor is merged by name."""
+        Sharded, the inner module's KeyedTensor is merged by name; when every split feature
+        was summed on its rank (`presum`) nothing is left to merge and the output comes in
+        TorchRec's sharding-group key order, as a stock sharded EBC's does."""
         kjt = self.remap(features, validate=self._validate_ids)
         inner = self.split_module
         in_place = type(inner) is EmbeddingBagCollection and not kjt.variable_stride_per_key()
@@ -285,6 +318,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
                     per_sample_weights=weights[ids] if inner.is_weighted() else None,
                 ).float()
             return self.merge.sum_pooled(pooled, in_place=True)
+        self.presum_sharded()
         return self.merge(inner(kjt))  # sharded: outputs in sharding-group order, merged by name
 
     @classmethod
@@ -294,6 +328,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
         hot_ids: Mapping[str, HotIds],
         *,
         validate_ids: bool = True,
+        presum: bool = True,
     ) -> HotColdEmbeddingBagCollection:
         """A hot/cold module with `ebc`'s tables, device, weighting and weights (copied)."""
         module = cls(
@@ -302,6 +337,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
             device=ebc.device,
             is_weighted=ebc.is_weighted(),
             validate_ids=validate_ids,
+            presum=presum,
         )
         if ebc.device.type != "meta":
             with torch.no_grad():

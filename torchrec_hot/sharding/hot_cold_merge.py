@@ -2,13 +2,18 @@
 
 A sharded inner collection returns one KeyedTensor (B, K * D) of its K inner outputs; the logical
 output (B, F * D) has, per logical feature f, the sum of f's inner outputs (hot + cold, or the
-whole table's). `PooledMerge` does this: when all outputs are equally wide in one
-`embedding_bag` pass (`MergeRows`), driven by index tensors from `build_merge_plan`; otherwise
-by adding them by name. `PooledMerge` is a submodule without parameters, so TorchRec's train
-pipelines trace `HotColdEmbeddingBagCollection.forward` with it as a leaf.
+whole table's). `PooledMerge` does this by name through a `ColumnSum`: when all outputs are
+equally wide, one `embedding_bag` pass (`MergeRows`) driven by index tensors from
+`build_merge_plan`; otherwise slices added and concatenated. The same `ColumnSum` adds
+co-located hot and cold outputs on their rank before the all-to-all (`presum.py`), after which
+the merge has nothing left to do. `PooledMerge` is a submodule without parameters, so
+TorchRec's train pipelines trace `HotColdEmbeddingBagCollection.forward` with it as a leaf.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,60 +62,113 @@ def build_merge_plan(
     )
 
 
+class ColumnSum(nn.Module):
+    """(B, sum of `dims`) -> (B, sum of output widths): output block o is the sum, in order, of
+    the input blocks at positions `parts[o]` (all of one width). One `MergeRows` pass when all
+    blocks are equally wide (index tensors cached per batch size and device), else slices
+    added and concatenated. No parameters or state."""
+
+    def __init__(self, parts: Sequence[Sequence[int]], dims: Sequence[int]) -> None:
+        super().__init__()
+        for ps in parts:
+            if len({dims[k] for k in ps}) != 1:
+                raise ValueError(f"blocks {list(ps)} of widths {[dims[k] for k in ps]} differ")
+        self._parts = [list(ps) for ps in parts]
+        self._dims = list(dims)
+        self._starts = [0, *itertools.accumulate(dims)]
+        self._one_width = len(set(dims)) == 1
+        self._plans: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def out_dims(self) -> list[int]:
+        return [self._dims[ps[0]] for ps in self._parts]
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        if self._one_width and values.dim() == 2 and len(values):
+            return MergeRows.apply(values, self._plan(values), self._dims[0])
+        blocks = []
+        for ps in self._parts:
+            v = values[:, self._starts[ps[0]] : self._starts[ps[0] + 1]]
+            for k in ps[1:]:
+                v = v + values[:, self._starts[k] : self._starts[k + 1]]
+            blocks.append(v)
+        return torch.cat(blocks, dim=1) if blocks else values[:, :0]
+
+    def _plan(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key = (values.shape[0], values.device)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = build_merge_plan(self._parts, len(self._dims), *key)
+            if len(self._plans) >= 8:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+
 class PooledMerge(nn.Module):
     """Logical pooled outputs from inner ones: output `name` of `outputs` (name, inner names)
-    is the sum of its inner outputs in order, `dims[i]` wide. No parameters or state."""
+    is the sum of its inner outputs in order, `dims[i]` wide. An output already summed where it
+    was pooled (`presum.py`) comes under its logical name and is taken as it is. No parameters
+    or state."""
 
     def __init__(self, outputs: list[tuple[str, list[str]]], dims: list[int]) -> None:
         super().__init__()
         self._outputs = outputs
         self._dims = dims
-        self._one_width = len(set(dims)) == 1  # MergeRows needs equally wide blocks
-        self._plans: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see `_plan`
+        self._names = [name for name, _ in outputs]
+        self._sums: dict[tuple, ColumnSum] = {}  # see `_column_sum`
+
+    @property
+    def outputs(self) -> list[tuple[str, list[str]]]:
+        """(logical output name, inner output names summed into it), in logical order."""
+        return list(self._outputs)
 
     def forward(self, kt: KeyedTensor) -> KeyedTensor:
         """Merges the inner KeyedTensor `kt` (keys in any order, e.g. sharding-group order) by
-        name."""
-        plan = self._plan(kt.keys(), kt.length_per_key(), kt.values())
-        if plan is not None:
-            return KeyedTensor(
-                keys=[name for name, _ in self._outputs],
-                length_per_key=self._dims,
-                values=MergeRows.apply(kt.values(), plan, self._dims[0]),
-            )
-        return self.sum_pooled(kt.to_dict(), in_place=False)
+        name. When `kt` already holds exactly the logical outputs it is returned as it is, in
+        its own key order (as a stock sharded EBC's output is)."""
+        keys = kt.keys()
+        if len(keys) == len(self._names) and set(keys) == set(self._names):
+            return kt
+        if kt.values().dim() != 2:
+            return self.sum_pooled(kt.to_dict(), in_place=False)
+        return KeyedTensor(
+            keys=self._names,
+            length_per_key=self._dims,
+            values=self._column_sum(keys, kt.length_per_key())(kt.values()),
+        )
 
     def sum_pooled(self, pooled: dict[str, torch.Tensor], in_place: bool) -> KeyedTensor:
         """The logical KeyedTensor from inner outputs by name; `in_place`: add into the first
         part of each output (which must then be a fresh tensor)."""
         values = []
-        for _, parts in self._outputs:
+        for name, parts in self._outputs:
+            if name in pooled and not all(p in pooled for p in parts):
+                parts = [name]
             v = pooled[parts[0]]
             for p in parts[1:]:
                 v = v.add_(pooled[p]) if in_place else v + pooled[p]
             values.append(v)
-        return KeyedTensor(
-            keys=[name for name, _ in self._outputs],
-            length_per_key=self._dims,
-            values=torch.cat(values, dim=1),
-        )
+        values = torch.cat(values, dim=1)
+        return KeyedTensor(keys=self._names, length_per_key=self._dims, values=values)
 
-    def _plan(
-        self, keys: list[str], dims: list[int], values: torch.Tensor
-    ) -> tuple[torch.Tensor, ...] | None:
-        """`MergeRows` index tensors for inner output `keys` and batch size B (cached), or None
-        when the outputs are not all equally wide."""
-        one_width = self._one_width and all(d == self._dims[0] for d in dims)
-        if not one_width or values.dim() != 2 or not len(values):
-            return None
-        batch, device = values.shape[0], values.device
-        cache_key = (tuple(keys), batch, device)
-        plan = self._plans.get(cache_key)
-        if plan is None:
+    def _column_sum(self, keys: list[str], dims: list[int]) -> ColumnSum:
+        """The `ColumnSum` from inner outputs `keys` (widths `dims`) to the logical outputs
+        (cached per key order)."""
+        cache_key = tuple(keys)
+        column_sum = self._sums.get(cache_key)
+        if column_sum is None:
             where = {k: i for i, k in enumerate(keys)}
-            parts = [[where[p] for p in ps] for _, ps in self._outputs]
-            plan = build_merge_plan(parts, len(keys), batch, device)
-            if len(self._plans) >= 8:
-                self._plans.pop(next(iter(self._plans)))
-            self._plans[cache_key] = plan
-        return plan
+            parts = []
+            for name, ps in self._outputs:
+                if all(p in where for p in ps):
+                    parts.append([where[p] for p in ps])
+                elif name in where:  # summed where it was pooled
+                    parts.append([where[name]])
+                else:
+                    raise KeyError(f"output {name!r}: none of {ps} nor {name!r} in {keys}")
+            column_sum = ColumnSum(parts, dims)
+            if len(self._sums) >= 8:
+                self._sums.pop(next(iter(self._sums)))
+            self._sums[cache_key] = column_sum
+        return column_sum

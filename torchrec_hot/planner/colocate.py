@@ -1,0 +1,61 @@
+"""Co-locating a split table's cold half with its hot half, so they can be summed on one rank.
+
+TorchRec's planner places `T__hot` and `T__cold` as two unrelated tables, often table-wise on
+two different ranks. Then every sample's `T` output crosses the output all-to-all twice (once
+per half) and is added afterwards. With both halves table-wise on one rank, the rank adds them
+before the all-to-all (`sharding/presum.py`): the all-to-all carries what stock TorchRec's does
+for a table-wise `T`, which is also where stock would put the whole table.
+
+Only cold halves that hold no HBM rows (UVM, or any part on a CPU topology) are moved: moving
+them changes no rank's HBM rows, so the HBM budget the plan was fitted to still holds. A cold
+half with a cache in front (HBM slots) stays where TorchRec put it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, ShardMetadata
+from torchrec.distributed.types import ParameterSharding, ShardingPlan
+
+from torchrec_hot.planner.table_plans import TablePlan
+from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
+
+TABLE_WISE = "table_wise"
+
+
+def _moved(cold: ParameterSharding, hot: ParameterSharding) -> ParameterSharding:
+    """`cold` placed table-wise on `hot`'s rank and device."""
+    shard = cold.sharding_spec.shards[0]
+    placement = hot.sharding_spec.shards[0].placement
+    spec = EnumerableShardingSpec(
+        [ShardMetadata(list(shard.shard_offsets), list(shard.shard_sizes), placement)]
+    )
+    return dataclasses.replace(cold, ranks=list(hot.ranks), sharding_spec=spec)
+
+
+def movable_cold_halves(table_plans: Sequence[TablePlan]) -> list[str]:
+    """The split tables of `table_plans` whose cold half holds no HBM rows (no cache)."""
+    return [tp.name for tp in table_plans if tp.placement is Placement.SPLIT and not tp.cache_rows]
+
+
+def colocate_split_tables(
+    plan: ShardingPlan, split_tables: Iterable[str], module_path: str
+) -> tuple[ShardingPlan, list[str]]:
+    """`plan` with the cold half of each of `split_tables` (logical names; cold halves that
+    hold no HBM rows, see `movable_cold_halves`) moved to its hot half's rank where both are
+    table-wise; the input plan is not modified. Returns the plan and the logical tables whose
+    halves now share a rank."""
+    key = split_module_path(module_path)
+    module_plan = dict(plan.plan[key])
+    together: list[str] = []
+    for name in split_tables:
+        hot = module_plan[name + HOT_SUFFIX]
+        cold = module_plan[name + COLD_SUFFIX]
+        if hot.sharding_type != TABLE_WISE or cold.sharding_type != TABLE_WISE:
+            continue
+        if cold.ranks != hot.ranks:
+            module_plan[name + COLD_SUFFIX] = _moved(cold, hot)
+        together.append(name)
+    return ShardingPlan({**plan.plan, key: type(plan.plan[key])(module_plan)}), together
