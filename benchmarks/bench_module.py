@@ -10,15 +10,20 @@ is printed beside it). Per case (mode, share, per-rank batch B) both modules run
 backward on the same batches, alternating step by step after warm-up; medians (DMP: per step the
 slower rank). Modes: `unsharded` (one process; backward leaves dense .grad as the stock EBC
 does), `dmp` (2-rank gloo DistributedModelParallel, table-wise, SGD fused in backward via
-`apply_optimizer_in_backward`), `cuda` (same code on GPUs: unsharded, and 2-rank nccl DMP with
-hot tables `fused` in HBM, cold `fused_uvm`; skipped without CUDA). `--malloc tuned` raises
+`apply_optimizer_in_backward`; each split table's halves on one rank, as `HotPlanner` places
+them, summed there before the output all-to-all), `dmp-apart` (the same with the halves where
+TorchRec's planner puts them, merged after the all-to-all), `cuda` (same code on GPUs:
+unsharded, and 2-rank nccl DMP with hot tables `fused` in HBM, cold `fused_uvm`; skipped
+without CUDA). `--malloc tuned` raises
 glibc's mmap / trim thresholds in every process (see docs/BENCHMARKS.md); `both` runs each.
 
 Breakdown of the hot/cold step, by forward hooks (the module is not changed): validation
 (`remap.validate` timed alone on the same batch), remap (the remap call minus validation), inner
-split-EBC (its forward; unsharded, the sum of its tables' calls), merge (rest of the forward:
-hot + cold, concatenation), backward (step minus forward), and of it, under DMP, the merge's
-backward (`MergeRows`, timed by tensor hooks on its output and input). Unsharded the merge's
+split-EBC (its forward; unsharded, the sum of its tables' calls; less the sum on the rank),
+merge (hot + cold wherever it is done: the rest of the forward, plus the sum on the rank inside
+the inner forward), backward (step minus forward), and of it, under DMP, the merge's backward
+(`MergeRows`, the one after the all-to-all and the one on the rank, timed by tensor hooks on
+their outputs and inputs). Unsharded the merge's
 backward is the concatenation's, as in the stock EBC, and is not counted as ours.
 
 Parts: `bench_module_workload.py` (batches, hot ids), `bench_module_steps.py` (models, timed
@@ -58,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=1.1, help="Zipf exponent")
     p.add_argument("--shares", default="0.5,0.8,0.95,0.99", help="hot lookup shares")
     p.add_argument("--batch-sizes", default="512,1024,2048,4096", help="per rank")
-    p.add_argument("--modes", default="unsharded,dmp,cuda", help="of unsharded,dmp,cuda")
+    p.add_argument("--modes", default="unsharded,dmp,dmp-apart,cuda",
+                   help="of unsharded,dmp,dmp-apart,cuda")
     p.add_argument("--malloc", default="both", choices=["default", "tuned", "both"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--warmup", type=int, default=3)
@@ -66,8 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=3, help="distinct batches per case")
     p.add_argument("--profile-samples", type=int, default=1 << 16, help="lookups per table")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--apart", action="store_true",
-                   help="DMP: leave hot and cold halves where TorchRec puts them (no presum)")
     p.add_argument("--quick", action="store_true", help="shares 0.5,0.95; batches 512,4096")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--doc", type=Path, default=Path("docs/BENCHMARKS.md"))
@@ -78,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.shares = [float(s) for s in args.shares.split(",")]
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.modes = args.modes.split(",")
-    args.colocate = not args.apart
+    args.colocate = True  # `run_dmp(..., colocate=False)` for dmp-apart
     return args
 
 
@@ -89,6 +93,8 @@ def run_all(cfg, malloc: str) -> list[dict]:
         cases += finish(run_cases(cfg, torch.device("cpu"), False, 0, "unsharded"), "unsharded")
     if "dmp" in cfg.modes:
         cases += finish(run_dmp(cfg, "gloo"), "dmp gloo")
+    if "dmp-apart" in cfg.modes:
+        cases += finish(run_dmp(cfg, "gloo", colocate=False), "dmp gloo, halves apart")
     if "cuda" in cfg.modes and torch.cuda.is_available():
         cases += finish(run_cases(cfg, torch.device("cuda"), False, 0, "cuda"), "cuda unsharded")
         if torch.cuda.device_count() >= 2:

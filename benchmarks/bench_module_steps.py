@@ -8,6 +8,7 @@ process (unsharded, or one rank of DMP); `run_dmp` spawns the ranks of a 2-rank 
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import statistics
@@ -22,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from bench_module_workload import Data, hot_share, tune_malloc
 from torch import nn
-from torchrec import EmbeddingBagCollection, KeyedJaggedTensor, KeyedTensor
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
@@ -69,7 +70,7 @@ class StageTimer:
             self.acc[stage] = self.acc.get(stage, 0.0) + time.perf_counter() - self._start[stage]
 
         def post(m, args, out) -> None:
-            out, inp = (x.values() if isinstance(x, KeyedTensor) else x for x in (out, args[0]))
+            out, inp = (x if isinstance(x, torch.Tensor) else x.values() for x in (out, args[0]))
             if out.requires_grad and inp.requires_grad:
                 out.register_hook(start)
                 inp.register_hook(stop)
@@ -141,7 +142,7 @@ def build(cfg, tables, hot: dict | None, device: torch.device, sharded: bool) ->
         ebc: nn.Module = EmbeddingBagCollection(tables, device=where)
         names, kinds, split = [t.name for t in tables], {}, []
     else:
-        ebc = HotColdEmbeddingBagCollection(tables, hot, device=where)
+        ebc = HotColdEmbeddingBagCollection(tables, hot, device=where, presum=cfg.colocate)
         names = [p for t in tables for p in ebc.split_table_names(t.name)]
         cold = "fused_uvm" if device.type == "cuda" else "fused"
         kinds = {p: cold for p in names if p.endswith("__cold")}
@@ -235,7 +236,10 @@ def _rank_main(rank: int, world: int, port: int, out: str, cfg, backend: str) ->
         dist.destroy_process_group()
 
 
-def run_dmp(cfg, backend: str, world: int = 2) -> list[dict]:
+def run_dmp(cfg, backend: str, world: int = 2, colocate: bool = True) -> list[dict]:
+    """All cases under `world`-rank DMP; `colocate`: each split table's halves on one rank."""
+    cfg = copy.copy(cfg)
+    cfg.colocate = colocate  # False: also no sum on the rank where TorchRec pairs them by chance
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_rank_main, args=(world, _free_port(), out, cfg, backend), nprocs=world)
         per_rank = [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]

@@ -69,6 +69,24 @@ def _batch(tables, rng: np.random.Generator, batch: int = 8,
     )
 
 
+def _vbe_batch(tables, rng: np.random.Generator, batch: int = 8) -> KeyedJaggedTensor:
+    """A batch with a variable batch size per feature (TorchRec's VBE): feature i has
+    batch // 2**i samples, mapped back to `batch` by inverse indices."""
+    strides = [max(1, batch >> i) for i in range(len(tables))]
+    lengths = rng.integers(1, 3, size=sum(strides))
+    values, start = [], 0
+    for t, stride in zip(tables, strides, strict=True):
+        n = int(lengths[start:start + stride].sum())
+        values.append(rng.integers(0, t.num_embeddings, size=n))
+        start += stride
+    keys = [t.feature_names[0] for t in tables]
+    inverse = torch.stack([torch.from_numpy(rng.integers(0, s, size=batch)) for s in strides])
+    return KeyedJaggedTensor(
+        keys=keys, values=torch.from_numpy(np.concatenate(values)),
+        lengths=torch.from_numpy(lengths.astype(np.int32)),
+        stride_per_key_per_rank=[[s] for s in strides], inverse_indices=(keys, inverse))
+
+
 def _hot_plan(tables, sharding: str, seed: int):
     profile = PopularityProfile(tables).update_all(zipf_batches(tables, 4, 256, 1.2, seed=seed))
     if sharding == "cuda_tw_hot_rw_cold":
@@ -196,6 +214,12 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
                 results["bad_step_error"] = None
             except ValueError as e:
                 results["bad_step_error"] = str(e)
+            # variable batch per feature cannot be summed before the all-to-all: a clear error
+            try:
+                hot(_vbe_batch(tables, np.random.default_rng([seed, 78, rank])))
+                results["vbe_error"] = None
+            except NotImplementedError as e:
+                results["vbe_error"] = str(e)
             w_after, o_after = logical_state_dict(hot), logical_optimizer_state(hot)
             results["bad_step_unchanged"] = all(
                 torch.equal(w_after[k], w_hot[k]) for k in w_hot) and all(
@@ -320,6 +344,7 @@ def test_two_rank_training_is_bit_identical_to_stock_torchrec(two_rank_results):
     for results in per_rank:
         assert results["checkpoint_hot_to_stock"] and results["checkpoint_stock_to_hot"]
         assert "id -3" in results["bad_step_error"], results["bad_step_error"]
+        assert "presum=False" in (results["vbe_error"] or ""), results["vbe_error"]
         assert results["bad_step_unchanged"]
 
 

@@ -51,9 +51,9 @@ class PresummedOutputDist(nn.Module):
     ) -> Awaitable[torch.Tensor]:
         if sharding_ctx is not None and sharding_ctx.variable_batch_per_feature:
             raise NotImplementedError(
-                "a hot/cold module whose hot and cold tables are summed before the output "
-                "all-to-all does not take variable batch per feature (VBE) input; plan with "
-                "colocate=False to keep the halves apart"
+                "variable batch per feature (VBE) input reached a hot/cold module that adds "
+                "its hot and cold outputs before the output all-to-all; build it with "
+                "presum=False (apply_hot_plan(model, plan, presum=False)) to merge them after"
             )
         if self.column_sum is not None:
             local_embs = self.column_sum(local_embs)
