@@ -8,13 +8,14 @@ for a table-wise `T`, which is also where stock would put the whole table.
 
 Only cold halves that hold no HBM rows (UVM, or any part on a CPU topology) are moved: moving
 them changes no rank's HBM rows, so the HBM budget the plan was fitted to still holds. A cold
-half with a cache in front (HBM slots) stays where TorchRec put it.
+half with a cache in front (HBM slots) stays where TorchRec put it, and so does one whose move
+would put its new rank over its host memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, ShardMetadata
 from torchrec.distributed.types import ParameterSharding, ShardingPlan
@@ -35,20 +36,30 @@ def _moved(cold: ParameterSharding, hot: ParameterSharding) -> ParameterSharding
     return dataclasses.replace(cold, ranks=list(hot.ranks), sharding_spec=spec)
 
 
-def movable_cold_halves(table_plans: Sequence[TablePlan]) -> list[str]:
-    """The split tables of `table_plans` whose cold half holds no HBM rows (no cache)."""
-    return [tp.name for tp in table_plans if tp.placement is Placement.SPLIT and not tp.cache_rows]
+def movable_cold_halves(table_plans: Sequence[TablePlan]) -> dict[str, int]:
+    """Split table name -> bytes (rows x bytes per row) of its cold half, for the split tables
+    of `table_plans` whose cold half holds no HBM rows (no cache)."""
+    return {
+        tp.name: (tp.num_embeddings - tp.hot_rows) * tp.row_bytes
+        for tp in table_plans
+        if tp.placement is Placement.SPLIT and not tp.cache_rows
+    }
 
 
 def colocate_split_tables(
-    plan: ShardingPlan, split_tables: Iterable[str], module_path: str
+    plan: ShardingPlan,
+    split_tables: Iterable[str],
+    module_path: str,
+    host_room: tuple[Mapping[str, int], list[int], list[int]] | None = None,
 ) -> tuple[ShardingPlan, list[str]]:
     """`plan` with the cold half of each of `split_tables` (logical names; cold halves that
     hold no HBM rows, see `movable_cold_halves`) moved to its hot half's rank where both are
-    table-wise; the input plan is not modified. Returns the plan and the logical tables whose
-    halves now share a rank."""
+    table-wise; the input plan is not modified. `host_room`: (cold half bytes by table, host
+    bytes used per rank, host bytes per rank); a move that would put a rank over its host
+    memory is not made. Returns the plan and the logical tables whose halves share a rank."""
     key = split_module_path(module_path)
     module_plan = dict(plan.plan[key])
+    used = list(host_room[1]) if host_room else None
     together: list[str] = []
     for name in split_tables:
         hot = module_plan[name + HOT_SUFFIX]
@@ -56,6 +67,12 @@ def colocate_split_tables(
         if hot.sharding_type != TABLE_WISE or cold.sharding_type != TABLE_WISE:
             continue
         if cold.ranks != hot.ranks:
+            src, dst = cold.ranks[0], hot.ranks[0]
+            if host_room is not None and used is not None:
+                size = host_room[0][name]
+                if used[dst] + size > host_room[2][dst]:
+                    continue
+                used[src], used[dst] = used[src] - size, used[dst] + size
             module_plan[name + COLD_SUFFIX] = _moved(cold, hot)
         together.append(name)
     return ShardingPlan({**plan.plan, key: type(plan.plan[key])(module_plan)}), together

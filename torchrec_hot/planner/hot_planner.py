@@ -363,7 +363,12 @@ class HotPlanner:
             model, topology, self.batch_size, self.reservation_percentage, constraints
         )
         if self.colocate:
-            plan, _ = colocate_split_tables(plan, movable_cold_halves(table_plans), module_path)
+            movable = movable_cold_halves(table_plans)
+            _, host_used = plan_rank_bytes(table_plans, plan, module_path, topology.world_size)
+            host = [d.storage.ddr for d in topology.devices]
+            plan, _ = colocate_split_tables(
+                plan, movable, module_path, (movable, host_used, host)
+            )
         return plan
 
 
