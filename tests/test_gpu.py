@@ -94,6 +94,7 @@ def test_nccl_dmp_hot_cold_trains_bit_identically_to_stock(cached):
         assert cold <= ({"fused_uvm", "fused_uvm_caching"} if cached else {"fused_uvm"})
         if cached:
             assert "fused_uvm_caching" in set(kernels.values()), (seed, kernels)
+        assert r["presummed"] == r["colocated"], (seed, r)  # summed before the all-to-all
         assert r["forward_diff"] <= 1e-5, (seed, r)
         assert r["moved"] and r["weights_equal"] and r["optim_equal"], (seed, r)
 

@@ -188,8 +188,12 @@ def strategy_training_worker(
     w_stock, w_hot = logical_state_dict(stock), logical_state_dict(hot)
     o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
     pairs = zip(out_stock, out_hot, strict=True)
+    module_plan = hot_plan.plan["ebc.split_ebc"]
     return {
         "kernels": kernels,
+        "presummed": sorted(hot.module.ebc.presummed_features()),
+        "colocated": sorted(t.feature_names[0] for t in plan.tables
+                            if dmp_cases._colocated(module_plan, t.name)),
         "forward_diff": max(float((a - b).abs().max()) for a, b in pairs),
         "weights_equal": all(torch.equal(w_stock[k].cpu(), w_hot[k].cpu()) for k in w_stock),
         "moved": any(not torch.equal(w_hot[k].cpu(), weights[k]) for k in weights),
@@ -203,6 +207,7 @@ def test_a_cached_strategy_plan_trains_bit_identically_to_stock_torchrec():
     seed = int(np.random.default_rng().integers(2**20))
     for r in run_on_ranks(strategy_training_worker, 2, seed):
         assert "fused_uvm_caching" in r["kernels"].values(), (seed, r)
+        assert r["presummed"] == r["colocated"], (seed, r)
         assert r["forward_diff"] <= 1e-5, (seed, r)
         assert r["moved"] and r["weights_equal"] and r["optim_equal"], (seed, r)
 
