@@ -142,9 +142,7 @@ class PooledMerge(nn.Module):
         """The logical KeyedTensor from inner outputs by name; `in_place`: add into the first
         part of each output (which must then be a fresh tensor)."""
         values = []
-        for name, parts in self._outputs:
-            if name in pooled and not all(p in pooled for p in parts):
-                parts = [name]
+        for _, parts in self._outputs:
             v = pooled[parts[0]]
             for p in parts[1:]:
                 v = v.add_(pooled[p]) if in_place else v + pooled[p]
