@@ -47,7 +47,7 @@ from torchrec_hot.sharding.hot_cold_state import (
     logical_state_dict_hook,
     split_state_dict_pre_hook,
 )
-from torchrec_hot.sharding.presum import presum_sharded_ebc
+from torchrec_hot.sharding.presum import Presum, presum_sharded_ebc
 from torchrec_hot.sharding.remap import KJTRemapper
 from torchrec_hot.sharding.row_split import merge_rows
 from torchrec_hot.sharding.split import (
@@ -91,7 +91,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
             out-of-range id would otherwise read a wrong row silently.
         presum: once sharded, add each split feature's hot and cold pooled outputs on their
             rank before TorchRec's output all-to-all where both halves are table-wise on one
-            rank (`presum.py`; VBE input then raises). False: always merge afterwards.
+            rank (`presum.py`; VBE batches are merged after it). False: always merge after.
 
     A feature name may belong to several tables (TorchRec's `f@table` outputs) only when none of
     them is split and all or none are MEAN; NotImplementedError otherwise.
@@ -119,9 +119,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
             raise ValueError(f"hot ids given for unknown tables {sorted(unknown)}")
         self._is_weighted = is_weighted
         self._validate_ids = validate_ids
-        self._presum = presum
+        self._presum_enabled = presum
         self._presummed_in: tuple[int, int] | None = None  # see `presum_sharded`
-        self._presummed: list[str] = []
+        self._presum: Presum | None = None
 
         split_hot: dict[str, torch.Tensor] = {}
         self._placements: dict[str, Placement] = {}
@@ -247,24 +247,24 @@ class HotColdEmbeddingBagCollection(nn.Module):
     def presummed_features(self) -> list[str]:
         """Logical outputs whose hot and cold halves are added on their rank before the output
         all-to-all (empty before the first sharded forward, and unsharded)."""
-        return list(self._presummed)
+        return list(self._presum.summed_features) if self._presum else []
 
-    def presum_sharded(self) -> list[str]:
+    def presum_sharded(self) -> Presum | None:
         """Once the inner collection is sharded, patches it (once; again if DMP rebuilt it or
         its dists) to add co-located hot and cold outputs before the output all-to-all, and
-        returns the logical outputs summed there. The first sharded forward calls this; call
-        it earlier to see the result or to hook the patched modules."""
+        returns the patch (None when not sharded or `presum=False`). The first sharded forward
+        calls this; call it earlier to see the result or to hook the patched modules."""
         inner = self.split_module
-        if not self._presum or not isinstance(inner, ShardedEmbeddingBagCollection):
-            return []
+        if not self._presum_enabled or not isinstance(inner, ShardedEmbeddingBagCollection):
+            return None
         marker = (id(inner), id(inner._output_dists))
         if self._presummed_in != marker:
             pairs = {
                 (parts[0], parts[1]): name for name, parts in self.merge.outputs if len(parts) == 2
             }
-            self._presummed = presum_sharded_ebc(inner, pairs)
+            self._presum = presum_sharded_ebc(inner, pairs)
             self._presummed_in = marker
-        return list(self._presummed)
+        return self._presum
 
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
         bags = self.split_module.embedding_bags
@@ -318,7 +318,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
                     per_sample_weights=weights[ids] if inner.is_weighted() else None,
                 ).float()
             return self.merge.sum_pooled(pooled, in_place=True)
-        self.presum_sharded()
+        presum = self.presum_sharded()
+        if presum is not None:  # VBE: TorchRec's per-feature all-to-all, halves merged after
+            presum.select(inner, vbe=features.variable_stride_per_key())
         return self.merge(inner(kjt))  # sharded: outputs in sharding-group order, merged by name
 
     @classmethod

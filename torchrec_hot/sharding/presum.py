@@ -17,12 +17,15 @@ over the whole output each way. When both halves of `f` are sharded table-wise o
 so its output KeyedTensor already holds the logical block of `f`, the all-to-all moves what
 stock TorchRec's moves for a table-wise `f`, and the hot/cold module's merge has nothing left
 to do for it. Pairs sharded otherwise (row-wise, column-wise, on two ranks) are left to the
-merge by name. Variable batch per feature (VBE) is not supported on a patched module (the
-per-feature all-to-all would need per-feature sums); such a batch raises NotImplementedError.
+merge by name. A batch with a variable batch size per feature (VBE) takes TorchRec's own
+per-feature all-to-all with the halves unsummed (`PresummedOutputDist` keeps the original dist,
+and `Presum.select` gives the module the unsummed output names for that batch); the merge then
+adds them by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -39,25 +42,39 @@ TABLE_WISE = "table_wise"
 
 class PresummedOutputDist(nn.Module):
     """Sums this rank's co-located hot/cold output columns (`column_sum`; None when this rank
-    has none) and redistributes the summed (B_global, summed columns) tensor with `dist`."""
+    has none) and redistributes the summed (B_global, summed columns) tensor with `summed`;
+    a VBE batch goes through `original`, TorchRec's dist for the unsummed columns."""
 
-    def __init__(self, column_sum: ColumnSum | None, dist: nn.Module) -> None:
+    def __init__(self, column_sum: ColumnSum | None, summed: nn.Module, original: nn.Module):
         super().__init__()
         self.column_sum = column_sum
-        self.dist = dist
+        self.summed = summed
+        self.original = original
 
     def forward(
         self, local_embs: torch.Tensor, sharding_ctx: EmbeddingShardingContext | None = None
     ) -> Awaitable[torch.Tensor]:
         if sharding_ctx is not None and sharding_ctx.variable_batch_per_feature:
-            raise NotImplementedError(
-                "variable batch per feature (VBE) input reached a hot/cold module that adds "
-                "its hot and cold outputs before the output all-to-all; build it with "
-                "presum=False (apply_hot_plan(model, plan, presum=False)) to merge them after"
-            )
+            return self.original(local_embs, sharding_ctx)
         if self.column_sum is not None:
             local_embs = self.column_sum(local_embs)
-        return self.dist(local_embs, sharding_ctx)
+        return self.summed(local_embs, sharding_ctx)
+
+
+@dataclasses.dataclass(frozen=True)
+class Presum:
+    """A patched module's two output layouts: `summed` (names, widths) for ordinary batches,
+    `original` for VBE ones, and the logical outputs summed on their rank."""
+
+    summed_features: list[str]
+    summed: tuple[list[str], list[int]]
+    original: tuple[list[str], list[int]]
+
+    def select(self, sharded: ShardedEmbeddingBagCollection, vbe: bool) -> None:
+        """Gives `sharded` the output names and widths of the next batch's layout."""
+        names, dims = self.original if vbe else self.summed
+        if sharded._embedding_names is not names:
+            sharded._embedding_names, sharded._embedding_dims = names, dims
 
 
 def _summed_rank(
@@ -89,11 +106,11 @@ def _summed_rank(
 
 def presum_sharded_ebc(
     sharded: ShardedEmbeddingBagCollection, logical_of_pair: dict[tuple[str, str], str]
-) -> list[str]:
+) -> Presum:
     """Patches `sharded` (in place) to sum every (hot, cold) output pair of `logical_of_pair`
     (inner output names -> logical name) that lies table-wise on one rank before its output
-    all-to-all. Returns the logical names now summed on their rank (the same on every rank).
-    Idempotent: an already patched table-wise dist is left as it is."""
+    all-to-all, and selects the summed layout. The summed features are the same on every
+    rank. Idempotent: an already patched table-wise dist is left as it is."""
     rank = sharded._env.rank
     summed: list[str] = []
     names: list[str] = []
@@ -124,9 +141,7 @@ def presum_sharded_ebc(
             continue
         local_dims = sharding._emb_dim_per_rank_per_feature()[rank]
         parts = per_rank[rank][2]
-        column_sum = (
-            ColumnSum(parts, local_dims) if any(len(p) == 2 for p in parts) else None
-        )
+        column_sum = ColumnSum(parts, local_dims) if any(len(p) == 2 for p in parts) else None
         reduced = TwPooledEmbeddingDist(
             pg=sharding._pg,
             dim_sum_per_rank=[sum(d) for _, d, _ in per_rank],
@@ -134,8 +149,11 @@ def presum_sharded_ebc(
             device=sharded._device,
             qcomm_codecs_registry=sharding.qcomm_codecs_registry,
         )
-        sharded._output_dists[i] = PresummedOutputDist(column_sum, reduced)
-    sharded._embedding_names[:] = names
-    sharded._embedding_dims[:] = dims
-    sharded._dim_per_key = torch.tensor(dims, device=sharded._device)
-    return summed
+        sharded._output_dists[i] = PresummedOutputDist(column_sum, reduced, dist)
+    original = (
+        [n for s in sharded._embedding_shardings for n in s.embedding_names()],
+        [d for s in sharded._embedding_shardings for d in s.embedding_dims()],
+    )
+    presum = Presum(summed, (names, dims), original)
+    presum.select(sharded, vbe=False)
+    return presum
