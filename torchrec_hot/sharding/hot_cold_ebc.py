@@ -319,7 +319,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
                 ).float()
             return self.merge.sum_pooled(pooled, in_place=True)
         presum = self.presum_sharded()
-        if presum is not None:  # VBE: TorchRec's per-feature all-to-all, halves merged after
+        # VBE: TorchRec's per-feature all-to-all, halves merged after. A train pipeline traces
+        # this forward once (symbolically, to find the inner module's input): nothing to pick.
+        if presum is not None and not isinstance(features, torch.fx.Proxy):
             presum.select(inner, vbe=features.variable_stride_per_key())
         return self.merge(inner(kjt))  # sharded: outputs in sharding-group order, merged by name
 
