@@ -26,7 +26,7 @@ The statistics hold ~1000 curve points (a few KB), so TorchRec's proposers can d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from torchrec.distributed.types import CacheStatistics
@@ -180,20 +180,30 @@ class ProfileCacheStatistics(CacheStatistics):
             if runs
             else samples / max(batches_seen, 1)
         )
-        q = _batch_presence(counts, samples, batch)
+        # rows by count: every per-row quantity below depends on a row's count only, so it is
+        # computed once per distinct count (a few thousand), not once per row (up to ~10^8)
+        nonzero = counts[counts > 0]
+        values, mult = np.unique(nonzero, return_counts=True)
+        q = _batch_presence(values, samples, batch)  # per distinct count
         if streams and any(len(s) for s in streams):
             expected = float(np.mean([u.size for s in streams for u in s]))
         else:
-            expected = float(q.sum())
+            expected = float(np.dot(q, mult))
         sizes = np.unique(np.geomspace(1.0, max(spec.num_embeddings, 1), CURVE_POINTS))
-        taus = _characteristic_times(q, sizes)
-        misses = _trace_misses(streams, q, sizes, taus) if expected and streams else None
+        taus = _characteristic_times(q, mult, sizes)
+        misses = None
+        if expected and streams:
+
+            def presence(ids: np.ndarray) -> np.ndarray:
+                return _batch_presence(counts[ids], samples, batch)
+
+            misses = _trace_misses(streams, presence, sizes, taus)
         if misses is None:
-            misses = _irm_misses(q, taus)
+            misses = _irm_misses(q, mult, taus)
         # rows the profile never saw still come (Good-Turing: as often as rows seen once)
         rate = min(profile.window_data(w).sample_rate for w in names)
-        raw = np.rint(counts * rate)
-        unseen = float((raw == 1).sum()) / max(float(raw.sum()), 1.0)
+        raw = np.rint(values * rate)
+        unseen = float(mult[raw == 1].sum()) / max(float(np.dot(raw, mult)), 1.0)
         misses = unseen + (1.0 - unseen) * misses
         return ProfileCacheStatistics(spec.num_embeddings, sizes, misses, expected)
 
@@ -203,16 +213,18 @@ def _names(window: str | Sequence[str]) -> set[str]:
 
 
 def _batch_presence(counts: np.ndarray, samples: int, batch: float) -> np.ndarray:
-    """q_i: chance that row i is in a global batch of `batch` samples (IRM, Poisson)."""
+    """q: chance that a row with profiled count `counts` is in a global batch of `batch`
+    samples (IRM, Poisson), elementwise."""
     if samples <= 0:
         return np.zeros(counts.shape[0])
     return -np.expm1(-counts.astype(np.float64) * (batch / samples))
 
 
-def _characteristic_times(q: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """tau_C (batches) for each cache size C: sum_i 1 - (1 - q_i)^tau = C; inf when C is at
-    least the rows ever seen."""
-    values, mult = np.unique(q[q > 0], return_counts=True)
+def _characteristic_times(q: np.ndarray, mult: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """tau_C (batches) for each cache size C: sum_i 1 - (1 - q_i)^tau = C over rows i, given
+    as presences `q` each shared by `mult` rows; inf when C is at least the rows ever seen."""
+    keep = q > 0
+    values, mult = q[keep], mult[keep]
     if values.size == 0:
         return np.full(sizes.shape, np.inf)
     log1m = np.log1p(-np.minimum(values, 1 - 1e-12))
@@ -223,9 +235,11 @@ def _characteristic_times(q: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return taus
 
 
-def _irm_misses(q: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    """Miss rate per distinct lookup under the independent-reference model."""
-    values, mult = np.unique(q[q > 0], return_counts=True)
+def _irm_misses(q: np.ndarray, mult: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """Miss rate per distinct lookup under the independent-reference model (presences `q`,
+    each shared by `mult` rows)."""
+    keep = q > 0
+    values, mult = q[keep], mult[keep]
     if values.size == 0:
         return np.zeros(taus.shape)
     log1m = np.log1p(-np.minimum(values, 1 - 1e-12))
@@ -238,10 +252,14 @@ def _irm_misses(q: np.ndarray, taus: np.ndarray) -> np.ndarray:
 
 
 def _trace_misses(
-    streams: list[list[np.ndarray]], q: np.ndarray, sizes: np.ndarray, taus: np.ndarray
+    streams: list[list[np.ndarray]],
+    presence: Callable[[np.ndarray], np.ndarray],
+    sizes: np.ndarray,
+    taus: np.ndarray,
 ) -> np.ndarray | None:
     """Miss rate at each size from the trace: exact LRU for reuses within a run, the
-    reference model for first accesses in a run (a sample of them)."""
+    reference model for first accesses in a run (a sample of them); `presence(ids)` is the
+    rows' q."""
     reuse: list[np.ndarray] = []
     first_q: list[np.ndarray] = []
     first_b: list[np.ndarray] = []
@@ -253,7 +271,7 @@ def _trace_misses(
         d = lru_stack_distances(ids)
         reuse.append(d[d >= 0])
         firsts = d < 0
-        first_q.append(q[ids[firsts]])
+        first_q.append(presence(ids[firsts]))
         first_b.append(batch_of[firsts])
     total = sum(r.size for r in reuse) + sum(f.size for f in first_q)
     if total == 0:

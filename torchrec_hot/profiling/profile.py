@@ -300,11 +300,17 @@ class PopularityProfile:
         names): int64 array of length num_embeddings (a copy). Sampled windows are scaled by
         1 / sample_rate; sketched tables give sketch estimates (see `HeavyHitterSketch`)."""
         self.table(table)
-        total = np.zeros(self._tables[table].num_embeddings, dtype=np.int64)
+        total: np.ndarray | None = None
         for w in self._selected(window):
-            raw = w.counters[table].counts()
-            total += raw if w.sample_rate == 1.0 else np.rint(raw / w.sample_rate).astype(np.int64)
-        return total
+            raw = w.counters[table].counts()  # a fresh int64 array
+            part = raw if w.sample_rate == 1.0 else np.rint(raw / w.sample_rate).astype(np.int64)
+            if total is None:  # no zero-filled total to add into (a pass over N rows less)
+                total = part
+            else:
+                total += part
+        return total if total is not None else np.zeros(
+            self._tables[table].num_embeddings, dtype=np.int64
+        )
 
     def lookups(self, table: str, window: WindowSelector = None) -> int:
         """Total lookups of `table` seen (scaled back where sampled)."""
