@@ -21,6 +21,11 @@ merge by name. A batch with a variable batch size per feature (VBE) takes TorchR
 per-feature all-to-all with the halves unsummed (`PresummedOutputDist` keeps the original dist,
 and `Presum.select` gives the module the unsummed output names for that batch); the merge then
 adds them by name.
+
+The patch reads and replaces private attributes of TorchRec 1.8's sharded EBC and table-wise
+sharding (`_output_dists`, `_embedding_names`, `_embedding_dims`, `_embedding_shardings`,
+`_sharding_types`, `_emb_dim_per_rank_per_feature`, `_pg`): pinned in the Makefile, and the
+2-rank exactness tests fail if a TorchRec upgrade moves them.
 """
 
 from __future__ import annotations
