@@ -161,6 +161,13 @@ def _a2a_columns(sharded: nn.Module) -> int | None:
     return sum(sum(getattr(d, "summed", d)._dim_sum_per_rank) for d in sharded._output_dists)
 
 
+def _same_state(w_a: dict, o_a: dict, w_b: dict, o_b: dict) -> bool:
+    """Whether two logical states (weights, optimizer state) are bit-identical, over `w_b`'s
+    and `o_b`'s keys."""
+    return all(torch.equal(w_a[k], w_b[k]) for k in w_b) and all(
+        torch.equal(o_a[k][n], o_b[k][n]) for k in o_b for n in o_b[k])
+
+
 def _exactness_worker(rank: int, world: int, seed: int) -> dict:
     results = {}
     for sharding, optimizer in CASES:
@@ -215,9 +222,7 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             except ValueError as e:
                 results["bad_step_error"] = str(e)
             w_after, o_after = logical_state_dict(hot), logical_optimizer_state(hot)
-            results["bad_step_unchanged"] = all(
-                torch.equal(w_after[k], w_hot[k]) for k in w_hot) and all(
-                torch.equal(o_after[k][n], o_hot[k][n]) for k in o_hot for n in o_hot[k])
+            results["bad_step_unchanged"] = _same_state(w_after, o_after, w_hot, o_hot)
             # checkpoint round trip: hot/cold -> stock (weights + optimizer) -> identical
             fresh = _model(tables, optimizer)
             fresh_dmp = DistributedModelParallel(fresh, plan=_stock_plan(fresh, tables, sharding),
@@ -225,18 +230,14 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             load_logical_state_dict(fresh_dmp, w_hot)
             load_logical_optimizer_state(fresh_dmp, o_hot)
             w_back, o_back = logical_state_dict(fresh_dmp), logical_optimizer_state(fresh_dmp)
-            results["checkpoint_hot_to_stock"] = all(
-                torch.equal(w_back[k], w_hot[k]) for k in w_hot) and all(
-                torch.equal(o_back[k][n], o_hot[k][n]) for k in o_hot for n in o_hot[k])
+            results["checkpoint_hot_to_stock"] = _same_state(w_back, o_back, w_hot, o_hot)
             # ... and stock -> hot/cold
             again = DistributedModelParallel(apply_hot_plan(_model(tables, optimizer), plan),
                                              plan=sharding_plan, device=torch.device("cpu"))
             load_logical_state_dict(again, w_back)
             load_logical_optimizer_state(again, o_back)
             w2, o2 = logical_state_dict(again), logical_optimizer_state(again)
-            results["checkpoint_stock_to_hot"] = all(
-                torch.equal(w2[k], w_hot[k]) for k in w_hot) and all(
-                torch.equal(o2[k][n], o_hot[k][n]) for k in o_hot for n in o_hot[k])
+            results["checkpoint_stock_to_hot"] = _same_state(w2, o2, w_hot, o_hot)
             # variable batch per feature (VBE; TorchRec's table-wise dist takes it only from
             # a model's first batch on): fresh models, two VBE steps, halves merged after
             # TorchRec's per-feature all-to-all, bit-identical to stock
@@ -263,8 +264,7 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             results["vbe_shape"] = tuple(outs[1].shape)
             (w_s, o_s), (w_h, o_h) = ((logical_state_dict(m), logical_optimizer_state(m))
                                       for m in models)
-            results["vbe_step_equal"] = all(torch.equal(w_s[k], w_h[k]) for k in w_s) and all(
-                torch.equal(o_s[k][n], o_h[k][n]) for k in o_s for n in o_s[k]) and any(
+            results["vbe_step_equal"] = _same_state(w_h, o_h, w_s, o_s) and any(
                 not torch.equal(w_s[k], weights[k]) for k in w_s)
     return results
 

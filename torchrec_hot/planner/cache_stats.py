@@ -290,3 +290,22 @@ def _trace_misses(
             span = np.maximum(tau - fb[pick] - _IN_BATCH, 0.0)
             misses[j] += weight * float(np.exp(span * log1m).sum())
     return misses / total
+
+
+class CacheStatisticsOf:
+    """TorchRec `CacheStatistics` of a table from `source`, the profile whose trace its
+    strategies were measured on (`ProfileCacheStatistics`, global batches of `global_batch`
+    samples), built once per table on first use; None without a source."""
+
+    def __init__(self, source: PopularityProfile | None, global_batch: int) -> None:
+        self._source, self._global_batch = source, global_batch
+        self._stats: dict[str, CacheStatistics] = {}
+
+    def __call__(self, table: str) -> CacheStatistics | None:
+        if self._source is None:
+            return None
+        if table not in self._stats:
+            self._stats[table] = ProfileCacheStatistics.from_profile(
+                self._source, table, self._global_batch
+            )
+        return self._stats[table]

@@ -25,7 +25,7 @@ from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import CacheStatistics, ShardingPlan
 
 from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
-from torchrec_hot.planner.cache_stats import ProfileCacheStatistics
+from torchrec_hot.planner.cache_stats import CacheStatisticsOf
 from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
@@ -138,7 +138,9 @@ class HotPlanner:
             configs, counts, demands, profile, self.strategies, world, self.batch_size,
             self.optimizer_class, self._budget(reserves[0]) * world,
         )  # fmt: skip
-        cache_stats = _CacheStatsOf(evaluation, world * self.batch_size)
+        cache_stats = CacheStatisticsOf(
+            evaluation.source if evaluation else None, world * self.batch_size
+        )
         for io_reserve in reserves:
             budget = self._budget(io_reserve)
             allocate = self._allocator(configs, counts, demands, bytes_per_row, budget, evaluation)
@@ -370,25 +372,6 @@ class HotPlanner:
                 plan, movable, module_path, (movable, host_used, host)
             )
         return plan
-
-
-class _CacheStatsOf:
-    """TorchRec `CacheStatistics` of a table from the trace its strategies were measured on
-    (`ProfileCacheStatistics`, global batches of `global_batch` samples), built once per table
-    on first use; None without a strategy evaluation."""
-
-    def __init__(self, evaluation: StrategyEvaluation | None, global_batch: int) -> None:
-        self._evaluation, self._global_batch = evaluation, global_batch
-        self._stats: dict[str, CacheStatistics] = {}
-
-    def __call__(self, table: str) -> CacheStatistics | None:
-        if self._evaluation is None:
-            return None
-        if table not in self._stats:
-            self._stats[table] = ProfileCacheStatistics.from_profile(
-                self._evaluation.source, table, self._global_batch
-            )
-        return self._stats[table]
 
 
 def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:
