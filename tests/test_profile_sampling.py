@@ -27,7 +27,8 @@ def test_5_percent_sample_hot_shares_within_reported_standard_error(alpha):
     z = []
     for t in tables:
         assert abs(sampled.lookups(t.name) - full.lookups(t.name)) < 0.03 * full.lookups(t.name)
-        for k in sorted({max(1, int(f * t.num_embeddings)) for f in (0.001, 0.01, 0.05, 0.2)}):
+        fractions = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+        for k in sorted({max(1, int(f * t.num_embeddings)) for f in fractions}):
             truth = full.hot_share(t.name, k)
             est = sampled.hot_share_estimate(t.name, k)
             assert est.lower - 1e-9 <= est.share <= est.upper + 1e-9
@@ -37,10 +38,18 @@ def test_5_percent_sample_hot_shares_within_reported_standard_error(alpha):
             z.append(abs(est.share - truth) / est.se)
     z = np.array(z)
     # "within the reported standard error", as a calibrated SE can promise it: about 68% of
-    # the estimates within 1 SE, 95% within 2, none beyond 4 (p < 1e-4 each)
-    assert (z <= 1).mean() >= 0.6, (seed, np.round(np.sort(z), 2))
-    assert (z <= 2).mean() >= 0.9, (seed, np.round(np.sort(z), 2))
-    assert z.max() <= 4, (seed, np.round(np.sort(z), 2))
+    # the estimates within 1 SE and 95% within 2 (each share checked 4 binomial SDs below, so
+    # a calibrated SE fails about once in 10^4 runs; the former fixed 60% / 90% failed 2 runs
+    # in 25 with ~50 estimates), none beyond 5 (sampled hot shares have heavier tails than a
+    # normal: of 72 runs x 92 estimates the largest was 4.21, the next 3.5). An SE 1.5x too
+    # small gives ~82% within 2 and fails; 2x too small gives ~38% within 1 and fails.
+    def floor(p: float) -> float:
+        return p - 4 * np.sqrt(p * (1 - p) / z.size)
+
+    assert z.size >= 80, z.size
+    assert (z <= 1).mean() >= floor(0.68), (seed, np.round(np.sort(z), 2))
+    assert (z <= 2).mean() >= floor(0.95), (seed, np.round(np.sort(z), 2))
+    assert z.max() <= 5, (seed, np.round(np.sort(z), 2))
 
 
 def test_scaled_counts_are_unbiased_for_multi_hot_features():

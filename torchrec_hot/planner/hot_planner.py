@@ -33,7 +33,13 @@ from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
 from torchrec_hot.planner.stock import compare_with_stock, hbm_fraction
 from torchrec_hot.planner.strategy_plan import StrategyEvaluation, StrategyOptions
 from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
-from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner, table_io_bytes
+from torchrec_hot.planner.torchrec_glue import (
+    explain_planner_error,
+    io_reserves,
+    meta_model,
+    run_torchrec_planner,
+    table_io_bytes,
+)
 from torchrec_hot.profile import PopularityProfile
 from torchrec_hot.sharding.split import (
     COLD_SUFFIX,
@@ -133,7 +139,7 @@ class HotPlanner:
         }
         io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
         failure: PlannerError | None = None
-        reserves = _io_reserves(io, world)
+        reserves = io_reserves(io, world)
         evaluation = None if self.strategies is None else StrategyEvaluation(
             configs, counts, demands, profile, self.strategies, world, self.batch_size,
             self.optimizer_class, self._budget(reserves[0]) * world,
@@ -160,7 +166,7 @@ class HotPlanner:
                 failure = e
         else:
             raise PlanDoesNotFitError(
-                _explain_planner_error(configs, bytes_per_row, topology, failure)
+                explain_planner_error(configs, bytes_per_row, topology, failure)
             )
         stock = (
             compare_with_stock(
@@ -384,34 +390,3 @@ def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:
         if tp.cache_rows * tp.row_bytes > limit:
             out.add(tp.name + COLD_SUFFIX if split else tp.name)
     return out
-
-
-def _io_reserves(io: dict[str, int], world_size: int) -> list[int]:
-    """HBM per rank to keep for TorchRec's I/O buffers, in the order tried: the largest
-    charges of the share of split tables (up to two per logical table) one rank gets when
-    spread evenly; twice that; every table's charge (all buffers on one rank)."""
-    charges = sorted(io.values(), reverse=True)
-    even = sum(charges[: math.ceil(2 * len(io) / world_size)])
-    everything = 2 * sum(charges)
-    return sorted({min(even, everything), min(2 * even, everything), everything})
-
-
-def _explain_planner_error(
-    configs: Sequence[EmbeddingBagConfig],
-    bytes_per_row: dict[str, int],
-    topology: Topology,
-    error: PlannerError | None,
-) -> str:
-    """Why no placement exists, as bytes missing per rank: cold rows against host memory
-    (the most that could be cold), else TorchRec's own words."""
-    world = topology.world_size
-    rows_bytes = sum(c.num_embeddings * bytes_per_row[c.name] for c in configs)
-    need = math.ceil(rows_bytes / world)
-    lines = [
-        f"rank {r}: the tables need {need} bytes of host memory per rank, it has "
-        f"{d.storage.ddr} (missing {need - d.storage.ddr})"
-        for r, d in enumerate(topology.devices)
-        if need > d.storage.ddr
-    ]
-    detail = "\n  ".join(lines) if lines else "no rank lacks host memory on average"
-    return f"TorchRec found no placement for the split tables:\n  {detail}\nTorchRec: {error}"

@@ -1,4 +1,5 @@
-"""Small adapters around TorchRec's planner: meta models, I/O charges, running a plan.
+"""Small adapters around TorchRec's planner: meta models, I/O charges, running a plan and
+explaining its failures.
 
 TorchRec charges every shard on a CUDA device its input/output buffers in HBM (for a table-wise
 shard at per-rank batch B and world size W: about B * W * (pooling * 8 + dim * 4) bytes). These
@@ -8,6 +9,7 @@ the topology TorchRec plans against.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -17,6 +19,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -83,3 +86,34 @@ def run_torchrec_planner(
         constraints=dict(constraints) if constraints is not None else None,
     )
     return planner.plan(model, [EmbeddingBagCollectionSharder()])
+
+
+def io_reserves(io: dict[str, int], world_size: int) -> list[int]:
+    """HBM per rank to keep for TorchRec's I/O buffers, in the order tried: the largest
+    charges of the share of split tables (up to two per logical table) one rank gets when
+    spread evenly; twice that; every table's charge (all buffers on one rank)."""
+    charges = sorted(io.values(), reverse=True)
+    even = sum(charges[: math.ceil(2 * len(io) / world_size)])
+    everything = 2 * sum(charges)
+    return sorted({min(even, everything), min(2 * even, everything), everything})
+
+
+def explain_planner_error(
+    configs: Sequence[EmbeddingBagConfig],
+    bytes_per_row: dict[str, int],
+    topology: Topology,
+    error: PlannerError | None,
+) -> str:
+    """Why no placement exists, as bytes missing per rank: cold rows against host memory
+    (the most that could be cold), else TorchRec's own words."""
+    world = topology.world_size
+    rows_bytes = sum(c.num_embeddings * bytes_per_row[c.name] for c in configs)
+    need = math.ceil(rows_bytes / world)
+    lines = [
+        f"rank {r}: the tables need {need} bytes of host memory per rank, it has "
+        f"{d.storage.ddr} (missing {need - d.storage.ddr})"
+        for r, d in enumerate(topology.devices)
+        if need > d.storage.ddr
+    ]
+    detail = "\n  ".join(lines) if lines else "no rank lacks host memory on average"
+    return f"TorchRec found no placement for the split tables:\n  {detail}\nTorchRec: {error}"
