@@ -228,3 +228,27 @@ def test_report_of_a_strategy_plan_without_the_stock_comparison():
     assert stock_row.split()[2:] == ["-"] * 4, stock_row
     ours_row = next(line for line in text.splitlines() if line.startswith("ours "))
     assert float(ours_row.split()[1]) == pytest.approx(plan.strategies.model_ms["ours"], abs=1e-4)
+
+
+def test_the_cost_model_sees_the_topology_hosts(monkeypatch):
+    """Multi-host topologies charge the all-to-all at network speed: the strategy evaluation
+    builds its cost model with the topology's ranks per host (it assumed one host before)."""
+    import torchrec_hot.planner.strategy_plan as strategy_plan
+
+    seen = []
+
+    class Recording(strategy_plan.CostModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append((self.world_size, self.local_world_size))
+
+    monkeypatch.setattr(strategy_plan, "CostModel", Recording)
+    tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
+    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=1))
+    holdout = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=2))
+    total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
+    for local in (1, 2):
+        HotPlanner(make_topology(2, "cuda", local_world_size=local), int(0.2 * total / 2),
+                   batch_size=32, compare_with_stock=False,
+                   strategies=StrategyOptions(holdout=holdout)).plan(tables, profile)
+    assert seen == [(2, 1), (2, 2)]

@@ -143,6 +143,7 @@ class HotPlanner:
         evaluation = None if self.strategies is None else StrategyEvaluation(
             configs, counts, demands, profile, self.strategies, world, self.batch_size,
             self.optimizer_class, self._budget(reserves[0]) * world,
+            self.topology.local_world_size,
         )  # fmt: skip
         cache_stats = CacheStatisticsOf(
             evaluation.source if evaluation else None, world * self.batch_size

@@ -90,6 +90,8 @@ class StrategyEvaluation:
         profile: the planned profile (its trace is the fallback hold-out).
         options: see `StrategyOptions`.
         world_size / batch_size: ranks and samples per rank per step.
+        local_world_size: ranks per host (the all-to-all crosses hosts beyond it; None: all
+            ranks on one host).
         optimizer_class: the fused optimizer (its state is charged per row).
         total_budget_bytes: HBM for rows and caches, all ranks together (the grid's top).
     """
@@ -105,6 +107,7 @@ class StrategyEvaluation:
         batch_size: int,
         optimizer_class: type[torch.optim.Optimizer] | None,
         total_budget_bytes: int,
+        local_world_size: int | None = None,
     ) -> None:
         self.configs = list(configs)
         self.counts = counts
@@ -117,8 +120,9 @@ class StrategyEvaluation:
         specs = {c.name: TableSpec.from_config(c, optimizer_class) for c in self.configs}
         self.row_bytes = {name: s.row_bytes for name, s in specs.items()}
         self.cost_model = CostModel(
-            options.hardware, world_size, specs, batch_size, dense_ms=options.dense_ms
-        )
+            options.hardware, world_size, specs, batch_size,
+            local_world_size=local_world_size, dense_ms=options.dense_ms,
+        )  # fmt: skip
         global_batch = world_size * batch_size
         self.batches: dict[str, list[np.ndarray]] = {}
         for c in self.configs:
