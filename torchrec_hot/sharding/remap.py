@@ -24,7 +24,7 @@ pages: the vectorised path measured 20 ms for 26 x 4096 ids, this one 4-5 ms). E
 gets a code table (int32, 4 bytes per row, host memory, built on first CPU use): `code[v]` is
 v's position in (hot ids, cold ids), so one gather and `code < H` split a feature (searchsorted's
 CPU kernel costs ~200 ns per id), then `masked_select_jagged_1d` (or, when every bag holds one
-id, as in Criteo, two masked selects). The output KJT carries its per-key JaggedTensors
+id, as in Criteo, two masked selects). The output KJT carries its per-key lengths
 (`remap_cpu.py`). Inputs of at most `cpu_batched_max_ids` ids skip the per-feature loop: one
 numpy pass over all ids through the code tables concatenated (`remap_batched_cpu.py`; numpy's
 ~1 us calls instead of ~10 torch ops per feature). All paths give the same KJT.
@@ -243,22 +243,19 @@ class KJTRemapper(torch.nn.Module):
         With `validate`, first `self.validate(kjt)`; without, ids must be valid: an out-of-range
         id may raise an IndexError or alias another table's row."""
         layout = self._layout(kjt)
-        values, weights = kjt.values(), kjt.weights_or_none()
-        if (
-            values.device.type == "cpu"
-            and self._use_cpu_rank
-            and (layout.any_split or layout.any_mean)
-            and values.numel() <= self._cpu_batched_max_ids
-            and layout.spkpr is None
-            and (weights is None or not weights.requires_grad)
-        ):
-            return remap_batched(
-                kjt, layout, self._code_tables().numpy(), validate, self._raise_bad_id
-            )
         if validate:
             self._validate(kjt, layout)
         if not (layout.any_split or layout.any_mean):
             return kjt
+        values, weights = kjt.values(), kjt.weights_or_none()
+        if (
+            values.device.type == "cpu"
+            and self._use_cpu_rank
+            and values.numel() <= self._cpu_batched_max_ids
+            and layout.spkpr is None
+            and (weights is None or not weights.requires_grad)
+        ):
+            return remap_batched(kjt, layout, self._code_tables().numpy())
         if values.device.type == "cpu" and self._use_cpu_rank:
             return remap_per_key(kjt, layout, self._code_table, self._hot_span)
         return remap_vectorised(kjt, layout, self._hot_merged)

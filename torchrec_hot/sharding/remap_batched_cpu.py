@@ -8,13 +8,13 @@ same input, output KJT included; 26 x 1024: 0.89 vs 0.98 ms). Past ~32k ids the 
 temporaries leave the cache and the per-feature path wins again (26 x 2048: 1.2 ms per feature,
 1.6 ms here; 26 x 4096: 1.7 vs 3.3 ms), hence `KJTRemapper`'s size switch.
 
-One pass: per-key min/max validation (`np.minimum.reduceat`), one gather from the concatenated
-code tables of all split tables (`code[v]` is v's position in (hot ids, cold ids) of its table),
-a radix-sorted stable permutation by (key, half) that puts every id at its output place (ids of
-one key are contiguous and in bag order, so a stable sort by key * 2 + is_cold keeps each half's
-ids in bag order), and the per-bag counts of each half from one cumulative sum. Results are
-identical to the per-feature path's, dtypes included (tests/test_remap.py). Weights that require
-gradients and variable batch per feature (VBE) take the per-feature path.
+One pass, after `KJTRemapper`'s validation (`first_bad_key` below): one gather from the
+concatenated code tables of all split tables (`code[v]` is v's position in (hot ids, cold ids)
+of its table), a radix-sorted stable permutation by (key, half) that puts every id at its output
+place (ids of one key are contiguous and in bag order, so a stable sort by key * 2 + is_cold
+keeps each half's ids in bag order), and the per-bag counts of each half from one cumulative
+sum. Results are identical to the per-feature path's, dtypes included (tests/test_remap.py).
+Weights that require gradients and variable batch per feature (VBE) take the per-feature path.
 """
 
 from __future__ import annotations
@@ -46,20 +46,14 @@ def first_bad_key(values: np.ndarray, per_key: np.ndarray, num_rows: np.ndarray)
 
 
 def remap_batched(
-    kjt: KeyedJaggedTensor, layout: RemapLayout, codes: np.ndarray, validate: bool, raise_bad_id
+    kjt: KeyedJaggedTensor, layout: RemapLayout, codes: np.ndarray
 ) -> KeyedJaggedTensor:
-    """The split KJT of CPU `kjt` (layout `layout` on CPU, no VBE). `codes`: the code tables
-    of all split tables in one array, table t's at its merged-id offset (`layout.id_base`).
-    With `validate`, first calls `raise_bad_id(kjt, key index, key's values)` for the first
-    key holding an id < 0 or >= its table's rows."""
+    """The split KJT of CPU `kjt` (layout `layout` on CPU, no VBE, ids valid). `codes`: the
+    code tables of all split tables in one array, table t's at its merged-id offset
+    (`layout.id_base`)."""
     values_t, lengths_t, weights_t = kjt.values(), kjt.lengths(), kjt.weights_or_none()
     v, lengths = values_t.numpy(), lengths_t.numpy()
     per_key = np.fromiter(kjt.length_per_key(), dtype=np.int64, count=len(layout.key_info))
-    if validate:
-        k = first_bad_key(v, per_key, layout.num_embeddings.numpy())
-        if k is not None:
-            start = int(per_key[:k].sum())
-            raise_bad_id(kjt, k, values_t[start : start + int(per_key[k])])
 
     # int16 keys while they fit: numpy's stable sort is then a radix sort
     key_dtype = np.int16 if 2 * per_key.size < 2**15 else np.int64
@@ -94,8 +88,6 @@ def remap_batched(
         first_len = (before[offsets[1:]] - before[offsets[:-1]]).astype(lengths.dtype)
     out_len = np.concatenate([first_len, lengths - first_len])[layout.stream_rows.numpy()]
     counts = np.bincount(slot, minlength=2 * per_key.size)
-    # No per-key JaggedTensors: building them costs as much as the remap here (~8 us each),
-    # and only an unsharded lookup reads them (KJT.to_dict builds them then).
     return output_kjt(
         kjt, layout, torch.from_numpy(out_v), torch.from_numpy(out_len),
         None if w is None else torch.from_numpy(w), counts[layout.out_slot.numpy()].tolist(),

@@ -5,7 +5,7 @@ own: host syncs cost nothing on CPU, slices of a few thousand ids stay in cache,
 full-length temporary is allocated. Each split table has a code table (`code[v]` is v's position
 in (hot ids, cold ids); see `KJTRemapper._code_table`), so one gather and `code < H` split a
 feature, then `masked_select_jagged_1d` (or, when every bag holds one id, as in Criteo, two
-masked selects). The output KJT carries its per-key JaggedTensors and per-key lengths.
+masked selects). The output KJT carries its per-key lengths.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Mapping
 
 import torch
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_hot.sharding.remap_layout import RemapLayout, output_kjt
 
@@ -55,12 +55,6 @@ def remap_per_key(
         cold_w = None if w is None else w.masked_select(cold)
         parts.append((code.masked_select(cold).sub_(num_hot), lens - hot_lens, cold_w))
     out_weights = None if parts[0][2] is None else torch.cat([w for _, _, w in parts])
-    jt_dict = {  # VBE: left to TorchRec's own split (per-key strides)
-        key: JaggedTensor(values=v, lengths=n, weights=w)
-        for key, (v, n, w) in zip(layout.keys, parts, strict=True)
-    }
     values = torch.cat([v for v, _, _ in parts])
     lengths = torch.cat([n for _, n, _ in parts])
-    return output_kjt(
-        kjt, layout, values, lengths, out_weights, [v.numel() for v, _, _ in parts], jt_dict
-    )
+    return output_kjt(kjt, layout, values, lengths, out_weights, [v.numel() for v, _, _ in parts])

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Collection, Mapping
 
 import torch
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
 
@@ -139,10 +139,10 @@ def output_kjt(
     lengths: torch.Tensor,
     weights: torch.Tensor | None,
     length_per_key: list[int] | None = None,
-    jt_dict: dict[str, JaggedTensor] | None = None,
 ) -> KeyedJaggedTensor:
-    """The output KJT of input `kjt`; `length_per_key` and `jt_dict` (per-key JaggedTensors)
-    when known."""
+    """The output KJT of input `kjt`; `length_per_key` when known. No per-key JaggedTensors:
+    building them costs about as much as a small remap, and no lookup reads them (the
+    unsharded forward slices values and offsets, TorchRec's input dist splits the KJT)."""
     inverse = kjt.inverse_indices_or_none()
     if inverse is not None:
         inverse = (layout.keys, inverse[1][layout.key_source])
@@ -157,6 +157,5 @@ def output_kjt(
         offset_per_key=None
         if length_per_key is None
         else [0, *itertools.accumulate(length_per_key)],
-        jt_dict=None if layout.spkpr is not None else jt_dict,
         inverse_indices=inverse,
     )
