@@ -120,8 +120,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
         self._is_weighted = is_weighted
         self._validate_ids = validate_ids
         self._presum_enabled = presum
-        self._presummed_in: tuple[int, int] | None = None  # see `presum_sharded`
-        self._presum: Presum | None = None
+        self._presum: Presum | None = None  # see `presum_sharded`
 
         split_hot: dict[str, torch.Tensor] = {}
         self._placements: dict[str, Placement] = {}
@@ -257,13 +256,11 @@ class HotColdEmbeddingBagCollection(nn.Module):
         inner = self.split_module
         if not self._presum_enabled or not isinstance(inner, ShardedEmbeddingBagCollection):
             return None
-        marker = (id(inner), id(inner._output_dists))
-        if self._presummed_in != marker:
+        if self._presum is None or self._presum.output_dists is not inner._output_dists:
             pairs = {
                 (parts[0], parts[1]): name for name, parts in self.merge.outputs if len(parts) == 2
             }
             self._presum = presum_sharded_ebc(inner, pairs)
-            self._presummed_in = marker
         return self._presum
 
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
@@ -317,7 +314,7 @@ class HotColdEmbeddingBagCollection(nn.Module):
                     offsets=offsets[i * stride : (i + 1) * stride + 1] - start[i],
                     per_sample_weights=weights[ids] if inner.is_weighted() else None,
                 ).float()
-            return self.merge.sum_pooled(pooled, in_place=True)
+            return self.merge.sum_pooled(pooled)
         presum = self.presum_sharded()
         # VBE: TorchRec's per-feature all-to-all, halves merged after. A train pipeline traces
         # this forward once (symbolically, to find the inner module's input): nothing to pick.

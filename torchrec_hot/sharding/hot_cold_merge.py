@@ -79,12 +79,8 @@ class ColumnSum(nn.Module):
         self._one_width = len(set(dims)) == 1
         self._plans: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    @property
-    def out_dims(self) -> list[int]:
-        return [self._dims[ps[0]] for ps in self._parts]
-
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        if self._one_width and values.dim() == 2 and len(values):
+        if self._one_width and len(values):
             return MergeRows.apply(values, self._plan(values), self._dims[0])
         blocks = []
         for ps in self._parts:
@@ -116,7 +112,7 @@ class PooledMerge(nn.Module):
         self._outputs = outputs
         self._dims = dims
         self._names = [name for name, _ in outputs]
-        self._sums: dict[tuple, ColumnSum] = {}  # see `_column_sum`
+        self._sums: dict[tuple, ColumnSum | None] = {}  # see `_column_sum`
 
     @property
     def outputs(self) -> list[tuple[str, list[str]]]:
@@ -127,36 +123,34 @@ class PooledMerge(nn.Module):
         """Merges the inner KeyedTensor `kt` (keys in any order, e.g. sharding-group order) by
         name. When `kt` already holds exactly the logical outputs it is returned as it is, in
         its own key order (as a stock sharded EBC's output is)."""
-        keys = kt.keys()
-        if len(keys) == len(self._names) and set(keys) == set(self._names):
+        column_sum = self._column_sum(kt.keys(), kt.length_per_key())
+        if column_sum is None:
             return kt
-        if kt.values().dim() != 2:
-            return self.sum_pooled(kt.to_dict(), in_place=False)
         return KeyedTensor(
-            keys=self._names,
-            length_per_key=self._dims,
-            values=self._column_sum(keys, kt.length_per_key())(kt.values()),
+            keys=self._names, length_per_key=self._dims, values=column_sum(kt.values())
         )
 
-    def sum_pooled(self, pooled: dict[str, torch.Tensor], in_place: bool) -> KeyedTensor:
-        """The logical KeyedTensor from inner outputs by name; `in_place`: add into the first
-        part of each output (which must then be a fresh tensor)."""
+    def sum_pooled(self, pooled: dict[str, torch.Tensor]) -> KeyedTensor:
+        """The logical KeyedTensor from fresh inner outputs by name (each output's later parts
+        are added into its first part, in place)."""
         values = []
         for _, parts in self._outputs:
             v = pooled[parts[0]]
             for p in parts[1:]:
-                v = v.add_(pooled[p]) if in_place else v + pooled[p]
+                v = v.add_(pooled[p])
             values.append(v)
         values = torch.cat(values, dim=1)
         return KeyedTensor(keys=self._names, length_per_key=self._dims, values=values)
 
-    def _column_sum(self, keys: list[str], dims: list[int]) -> ColumnSum:
-        """The `ColumnSum` from inner outputs `keys` (widths `dims`) to the logical outputs
-        (cached per key order)."""
+    def _column_sum(self, keys: list[str], dims: list[int]) -> ColumnSum | None:
+        """The `ColumnSum` from inner outputs `keys` (widths `dims`) to the logical outputs, or
+        None when `keys` already are the logical outputs (cached per key order)."""
         cache_key = tuple(keys)
-        column_sum = self._sums.get(cache_key)
-        if column_sum is None:
-            where = {k: i for i, k in enumerate(keys)}
+        if cache_key in self._sums:
+            return self._sums[cache_key]
+        where = {k: i for i, k in enumerate(keys)}
+        column_sum = None
+        if len(keys) != len(self._names) or set(keys) != set(self._names):
             parts = []
             for name, ps in self._outputs:
                 if all(p in where for p in ps):
@@ -166,7 +160,7 @@ class PooledMerge(nn.Module):
                 else:
                     raise KeyError(f"output {name!r}: none of {ps} nor {name!r} in {keys}")
             column_sum = ColumnSum(parts, dims)
-            if len(self._sums) >= 8:
-                self._sums.pop(next(iter(self._sums)))
-            self._sums[cache_key] = column_sum
+        if len(self._sums) >= 8:
+            self._sums.pop(next(iter(self._sums)))
+        self._sums[cache_key] = column_sum
         return column_sum

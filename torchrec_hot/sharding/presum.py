@@ -69,11 +69,13 @@ class PresummedOutputDist(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class Presum:
     """A patched module's two output layouts: `summed` (names, widths) for ordinary batches,
-    `original` for VBE ones, and the logical outputs summed on their rank."""
+    `original` for VBE ones, the logical outputs summed on their rank, and the module's dists
+    it patched."""
 
     summed_features: list[str]
     summed: tuple[list[str], list[int]]
     original: tuple[list[str], list[int]]
+    output_dists: list  # the patched module's list of dists (a rebuilt module has another)
 
     def select(self, sharded: ShardedEmbeddingBagCollection, vbe: bool) -> None:
         """Gives `sharded` the output names and widths of the next batch's layout."""
@@ -159,6 +161,6 @@ def presum_sharded_ebc(
         [n for s in sharded._embedding_shardings for n in s.embedding_names()],
         [d for s in sharded._embedding_shardings for d in s.embedding_dims()],
     )
-    presum = Presum(summed, (names, dims), original)
+    presum = Presum(summed, (names, dims), original, sharded._output_dists)
     presum.select(sharded, vbe=False)
     return presum
