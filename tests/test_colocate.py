@@ -79,7 +79,7 @@ def test_a_move_that_overfills_host_memory_is_not_made():
     room[dst] = used[dst] + movable[first]
     room[1 - dst] = 10**15
     plan, together = colocate_split_tables(
-        apart.sharding_plan, list(movable), "m", (movable, used, room))
+        apart.sharding_plan, movable, "m", used, room)
     assert first in together
     assert plan.plan[module][first + "__cold"].ranks == [dst]
     _, after = plan_rank_bytes(apart.tables, plan, "m", 2)
@@ -91,7 +91,7 @@ def test_a_move_that_overfills_host_memory_is_not_made():
     # one byte less: that move is skipped, the others are made
     room[dst] -= 1
     plan, together = colocate_split_tables(
-        apart.sharding_plan, list(movable), "m", (movable, used, room))
+        apart.sharding_plan, movable, "m", used, room)
     assert first not in together and plan.plan[module][first + "__cold"].ranks != [dst]
     assert set(together) == set(movable) - {first}
     # the input plan is untouched

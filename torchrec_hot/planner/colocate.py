@@ -15,7 +15,7 @@ would put its new rank over its host memory.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, ShardMetadata
 from torchrec.distributed.types import ParameterSharding, ShardingPlan
@@ -48,29 +48,31 @@ def movable_cold_halves(table_plans: Sequence[TablePlan]) -> dict[str, int]:
 
 def colocate_split_tables(
     plan: ShardingPlan,
-    split_tables: Iterable[str],
+    cold_bytes: Mapping[str, int],
     module_path: str,
-    host_room: tuple[Mapping[str, int], list[int], list[int]] | None = None,
+    host_used: Sequence[int] | None = None,
+    host_bytes: Sequence[int] | None = None,
 ) -> tuple[ShardingPlan, list[str]]:
-    """`plan` with the cold half of each of `split_tables` (logical names; cold halves that
-    hold no HBM rows, see `movable_cold_halves`) moved to its hot half's rank where both are
-    table-wise; the input plan is not modified. `host_room`: (cold half bytes by table, host
-    bytes used per rank, host bytes per rank); a move that would put a rank over its host
-    memory is not made. Returns the plan and the logical tables whose halves share a rank."""
+    """`plan` with the cold half of each split table of `cold_bytes` (logical name -> bytes of
+    its cold half, which holds no HBM rows, see `movable_cold_halves`) moved to its hot half's
+    rank where both are table-wise; the input plan is not modified. With `host_used` /
+    `host_bytes` (host memory used and available per rank), a move that would put a rank over
+    its host memory is not made. Returns the plan and the logical tables whose halves share a
+    rank."""
     key = split_module_path(module_path)
     module_plan = dict(plan.plan[key])
-    used = list(host_room[1]) if host_room else None
+    used = None if host_used is None else list(host_used)
     together: list[str] = []
-    for name in split_tables:
+    for name in cold_bytes:
         hot = module_plan[name + HOT_SUFFIX]
         cold = module_plan[name + COLD_SUFFIX]
         if hot.sharding_type != TABLE_WISE or cold.sharding_type != TABLE_WISE:
             continue
         if cold.ranks != hot.ranks:
             src, dst = cold.ranks[0], hot.ranks[0]
-            if host_room is not None and used is not None:
-                size = host_room[0][name]
-                if used[dst] + size > host_room[2][dst]:
+            if used is not None and host_bytes is not None:
+                size = cold_bytes[name]
+                if used[dst] + size > host_bytes[dst]:
                     continue
                 used[src], used[dst] = used[src] - size, used[dst] + size
             module_plan[name + COLD_SUFFIX] = _moved(cold, hot)

@@ -375,9 +375,7 @@ class HotPlanner:
             movable = movable_cold_halves(table_plans)
             _, host_used = plan_rank_bytes(table_plans, plan, module_path, topology.world_size)
             host = [d.storage.ddr for d in topology.devices]
-            plan, _ = colocate_split_tables(
-                plan, movable, module_path, (movable, host_used, host)
-            )
+            plan, _ = colocate_split_tables(plan, movable, module_path, host_used, host)
         return plan
 
 
