@@ -78,3 +78,13 @@ def test_estimator_brackets_the_truth_where_the_sample_cannot_resolve_the_hot_se
     counts = np.bincount(rng.zipf(1.1, 20000) % 50000, minlength=50000)
     est = sampled_hot_share(counts, 10000, 0.05)
     assert est.upper == pytest.approx(1.0) and est.lower < 0.8 and est.se > 0.05
+
+
+def test_exact_hot_share_reports_the_rows_asked_like_the_sampled_path():
+    from torchrec_hot.profiling.stats import exact_hot_shares
+
+    counts = np.array([3, 1, 2])
+    (beyond, two) = exact_hot_shares(counts, [10, 2])
+    assert (beyond.rows, beyond.share) == (10, 1.0)
+    assert (two.rows, two.share) == (2, pytest.approx(5 / 6))
+    assert sampled_hot_share(counts, 10, 1.0).rows == 10

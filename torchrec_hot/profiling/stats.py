@@ -110,8 +110,8 @@ def exact_hot_shares(counts: np.ndarray, ks) -> list[HotShare]:
     look_cum = np.cumsum(hist * values)
     big_cum = np.concatenate([[0], np.cumsum(big)])
     out = []
-    for k in ks:
-        k = max(0, min(int(k), counts.shape[0]))
+    for asked in ks:
+        k = max(0, min(int(asked), counts.shape[0]))
         if k <= big.shape[0]:
             hot = int(big_cum[k])
         else:
@@ -121,7 +121,7 @@ def exact_hot_shares(counts: np.ndarray, ks) -> list[HotShare]:
             before = int(look_cum[i - 1]) if i else 0
             hot = int(big_cum[-1]) + before + (rest - before_rows) * int(values[i])
         share = hot / total if total else 0.0
-        out.append(HotShare(k, share, 0.0, share, share))
+        out.append(HotShare(int(asked), share, 0.0, share, share))  # rows as asked, as before
     return out
 
 
