@@ -284,3 +284,15 @@ def test_dense_and_sparse_compaction_agree():
     for a, b in zip(dense.unique + dense.counts, sparse.unique + sparse.counts, strict=True):
         assert (a == b).all()
     assert (dense.first_batch == sparse.first_batch).all()
+
+
+def test_look_ahead_locks_by_hand():
+    # one set (32 slots), three batches of 32 new rows each. k = 1: batch 1 is populated while
+    # batch 0 still trains, so batch 0's rows are locked and batch 1 stays uncached; batch 2
+    # is populated once batch 0 is done and batch 1 holds no slot. k = 2: batches 1 and 2 are
+    # both populated while batch 0 trains: both stay uncached.
+    batches = [np.arange(0, 32), np.arange(32, 64), np.arange(64, 96)]
+    trace = prepare_trace(batches)
+    one, two = simulate(trace, 1, "lru", look_ahead=1), simulate(trace, 1, "lru", look_ahead=2)
+    assert one.inserted.tolist() == [32, 0, 32] and one.uncached.tolist() == [0, 32, 0]
+    assert two.inserted.tolist() == [32, 0, 0] and two.uncached.tolist() == [0, 32, 32]
