@@ -76,9 +76,6 @@ from torchrec.modules.embedding_configs import data_type_to_dtype
 from torchrec_hot.planner import memory
 from torchrec_hot.planner.strategies import Strategy, TableTraffic
 
-# strategies whose rows (or cold rows) sit in a fused_uvm_caching table
-_CACHE = frozenset({Strategy.LRU_CACHE, Strategy.LFU_CACHE, Strategy.LOOK_FORWARD,
-                    Strategy.STATIC_LOOK_FORWARD})
 _MS_PER_S = 1000.0
 
 
@@ -350,7 +347,7 @@ class CostModel:
         q_hbm = traffic.unique_rows - q_uvm
         if spec.state_on_device or traffic.strategy == Strategy.ALL_HBM:
             state_uvm = 0.0
-        elif traffic.strategy in _CACHE:
+        elif traffic.strategy.cached:
             state_uvm = traffic.unique_rows
         else:
             state_uvm = q_uvm

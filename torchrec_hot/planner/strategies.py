@@ -34,6 +34,26 @@ class Strategy(str, Enum):
     ALL_HBM = "all_hbm"
     ALL_UVM = "all_uvm"
 
+    @property
+    def cached(self) -> bool:
+        """Its rows (or cold rows) sit in a `fused_uvm_caching` table behind FBGEMM's cache."""
+        return self in _CACHED
+
+    @property
+    def prefetched(self) -> bool:
+        """Its cache is filled batches ahead (TorchRec's prefetch pipeline)."""
+        return self in (Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD)
+
+    @property
+    def cache_algorithm(self) -> str:
+        """FBGEMM's replacement policy of its cache: "lfu" or "lru" (look-forward caches too)."""
+        return "lfu" if self is Strategy.LFU_CACHE else "lru"
+
+
+_CACHED = frozenset(
+    {Strategy.LRU_CACHE, Strategy.LFU_CACHE, Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD}
+)
+
 
 @dataclass(frozen=True)
 class TableTraffic:

@@ -47,7 +47,6 @@ from torchrec_hot.planner.strategy_summary import StrategySummary, TableStrategy
 from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.profile import PopularityProfile
 
-_CACHES = {Strategy.LRU_CACHE: "lru", Strategy.LFU_CACHE: "lfu", Strategy.LOOK_FORWARD: "lru"}
 # single-strategy plans the summary compares with: name -> strategies allowed
 ALTERNATIVES: dict[str, tuple[Strategy, ...]] = {
     "all static (FAE)": (Strategy.STATIC,),
@@ -334,8 +333,8 @@ def _table_plan(
         base,
         strategy=s.value,
         cache_rows=int(cache),
-        cache_algorithm=_CACHES.get(s, "lru"),
-        prefetch=s in (Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
+        cache_algorithm=s.cache_algorithm,
+        prefetch=s.prefetched,
     )
 
 

@@ -281,9 +281,8 @@ def evaluate_table(
 
     def cached(strategy: Strategy, size: int) -> TableTraffic:
         sets = sets_for_rows(min(size, rows))
-        algorithm = "lfu" if strategy is Strategy.LFU_CACHE else "lru"
         ahead = look_ahead if strategy is Strategy.LOOK_FORWARD else None
-        run = simulate(trace, sets, algorithm, ahead)
+        run = simulate(trace, sets, strategy.cache_algorithm, ahead)
         return _traffic(
             table, strategy, ASSOC * sets, measured, trace, run.uncached_lookups,
             run.inserted, run.evicted, ahead is not None,
