@@ -58,7 +58,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec_hot.sharding.remap_batched_cpu import first_bad_key, remap_batched
 from torchrec_hot.sharding.remap_cpu import remap_per_key
 from torchrec_hot.sharding.remap_layout import RemapLayout, build_layout
-from torchrec_hot.sharding.remap_vectorised import remap_vectorised
+from torchrec_hot.sharding.remap_vectorised import remap_vectorised, rows_and_keys
 from torchrec_hot.sharding.row_split import cold_mask, merge_rows, split_rows
 
 __all__ = ["KJTRemapper", "cold_mask", "merge_rows", "remap_kjt", "split_rows", "validate_ids"]
@@ -179,31 +179,29 @@ class KJTRemapper(torch.nn.Module):
         feature that is < 0 or >= its table's num_embeddings. Syncs with the host once."""
         self._validate(kjt, self._layout(kjt))
 
-    def _validate(self, kjt: KeyedJaggedTensor, layout: RemapLayout) -> None:
+    def _validate(
+        self, kjt: KeyedJaggedTensor, layout: RemapLayout
+    ) -> tuple[torch.Tensor, ...] | None:
+        """Raises for the first out-of-range id (see `validate`). On accelerators returns the
+        ids' `rows_and_keys`, which the vectorised remap reuses; None on CPU."""
         values = kjt.values()
-        if values.numel() == 0:
-            return
         if values.device.type == "cpu":  # per key: one (min, max) each
-            per_key = np.asarray(kjt.length_per_key(), dtype=np.int64)
-            k = first_bad_key(values.numpy(), per_key, layout.num_embeddings.numpy())
-            if k is not None:
-                start = int(per_key[:k].sum())
-                self._raise_bad_id(kjt, k, values[start : start + int(per_key[k])])
-            return
-        row = torch.repeat_interleave(
-            torch.arange(layout.key_of_row.numel(), device=values.device),
-            kjt.lengths().long(),
-            output_size=values.numel(),
-        )
-        key = layout.key_of_row.index_select(0, row)
+            if values.numel():
+                per_key = np.asarray(kjt.length_per_key(), dtype=np.int64)
+                k = first_bad_key(values.numpy(), per_key, layout.num_embeddings.numpy())
+                if k is not None:
+                    start = int(per_key[:k].sum())
+                    self._raise_bad_id(kjt, k, values[start : start + int(per_key[k])])
+            return None
+        row, key = rows_and_keys(kjt, layout)
         v = values.long()
         n = layout.num_embeddings.index_select(0, key)
         bad = (n >= 0) & ((v < 0) | (v >= n))
-        if not bool(bad.any()):
-            return
-        k = int(key[int(torch.nonzero(bad)[0, 0])])
-        start = int(kjt.lengths()[: layout.row_bounds[k]].long().sum())
-        self._raise_bad_id(kjt, k, values[start:])
+        if bool(bad.any()):
+            k = int(key[int(torch.nonzero(bad)[0, 0])])
+            start = int(kjt.lengths()[: layout.row_bounds[k]].long().sum())
+            self._raise_bad_id(kjt, k, values[start:])
+        return row, key
 
     def _raise_bad_id(self, kjt: KeyedJaggedTensor, k: int, v: torch.Tensor) -> None:
         """Raise for the first out-of-range id of `v` (ids of input key `k`, in order)."""
@@ -243,8 +241,7 @@ class KJTRemapper(torch.nn.Module):
         With `validate`, first `self.validate(kjt)`; without, ids must be valid: an out-of-range
         id may raise an IndexError or alias another table's row."""
         layout = self._layout(kjt)
-        if validate:
-            self._validate(kjt, layout)
+        row_key = self._validate(kjt, layout) if validate else None
         if not (layout.any_split or layout.any_mean):
             return kjt
         values, weights = kjt.values(), kjt.weights_or_none()
@@ -258,7 +255,7 @@ class KJTRemapper(torch.nn.Module):
             return remap_batched(kjt, layout, self._code_tables().numpy())
         if values.device.type == "cpu" and self._use_cpu_rank:
             return remap_per_key(kjt, layout, self._code_table, self._hot_span)
-        return remap_vectorised(kjt, layout, self._hot_merged)
+        return remap_vectorised(kjt, layout, self._hot_merged, row_key)
 
 
 def remap_kjt(

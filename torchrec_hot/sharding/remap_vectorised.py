@@ -22,18 +22,29 @@ def _complete_cumsum(t: torch.Tensor) -> torch.Tensor:
     return F.pad(torch.cumsum(t, 0), (1, 0))
 
 
+def rows_and_keys(kjt: KeyedJaggedTensor, layout: RemapLayout) -> tuple[torch.Tensor, ...]:
+    """(row, key): the input row (bag) and the input key of every id, int64 (n_ids,) each."""
+    values, lengths = kjt.values(), kjt.lengths().long()
+    row = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=values.device), lengths, output_size=values.numel()
+    )
+    return row, layout.key_of_row.index_select(0, row)
+
+
 def remap_vectorised(
-    kjt: KeyedJaggedTensor, layout: RemapLayout, hot_merged: torch.Tensor
+    kjt: KeyedJaggedTensor,
+    layout: RemapLayout,
+    hot_merged: torch.Tensor,
+    row_key: tuple[torch.Tensor, ...] | None = None,
 ) -> KeyedJaggedTensor:
-    """The split KJT of `kjt` (layout `layout`); `hot_merged`: the merged sorted hot ids."""
+    """The split KJT of `kjt` (layout `layout`); `hot_merged`: the merged sorted hot ids;
+    `row_key`: `rows_and_keys(kjt, layout)` when the caller has it already (validation)."""
     values = kjt.values()
     lengths = kjt.lengths().long()
     weights = kjt.weights_or_none()
     device = values.device
-    n_ids, n_rows = values.numel(), lengths.numel()
-    ids = torch.arange(n_ids, device=device)
-    row = torch.repeat_interleave(torch.arange(n_rows, device=device), lengths, output_size=n_ids)
-    key = layout.key_of_row.index_select(0, row)
+    ids = torch.arange(values.numel(), device=device)
+    row, key = row_key if row_key is not None else rows_and_keys(kjt, layout)
 
     if layout.any_mean:
         inv_len = (1.0 / lengths.float()).index_select(0, row)
