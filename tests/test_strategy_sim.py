@@ -166,3 +166,14 @@ def test_static_parts_are_reported_for_the_planner():
     assert any(p.hot_rows > 0 for p in out[Strategy.STATIC_LOOK_FORWARD]), seed
     for strategy in (Strategy.LRU_CACHE, Strategy.LFU_CACHE, Strategy.LOOK_FORWARD):
         assert all(p.hot_rows == 0 for p in out[strategy])
+
+
+def test_a_strategy_subset_runs_only_those_and_gives_the_same_traffic():
+    counts, batches = workload(11, 3000, 6, 400, 1.1)
+    sizes = [64, 640]
+    full = evaluate_table("t", counts, batches, sizes)
+    for wanted in ([Strategy.LFU_CACHE], [Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD]):
+        part = evaluate_table("t", counts, batches, sizes, strategies=wanted)
+        assert set(part) == {*wanted, Strategy.ALL_HBM, Strategy.ALL_UVM}
+        for s in part:
+            assert part[s] == full[s], s

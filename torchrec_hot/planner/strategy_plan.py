@@ -295,7 +295,7 @@ class StrategyEvaluation:
                     strategy = Strategy.LOOK_FORWARD
                 size = max(1, int(clf * c.num_embeddings))
                 sim = evaluate_table(c.name, self.counts[c.name], self.batches[c.name], [size],
-                                     look_ahead=self.options.look_ahead)
+                                     look_ahead=self.options.look_ahead, strategies=[strategy])
                 out.append(sim[strategy][0])
             else:
                 out.append(curves[Strategy.ALL_UVM][0])

@@ -26,7 +26,7 @@ as if consecutive (a cache's state carries over each join, slightly pessimistic 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -229,6 +229,7 @@ def evaluate_table(
     warmup_batches: int | None = None,
     hash_offset: int = 0,
     threads: int | None = None,
+    strategies: Collection[Strategy] | None = None,
 ) -> dict[Strategy, list[TableTraffic]]:
     """Traffic per step of every `Strategy` at every HBM size, measured on held-out batches.
 
@@ -243,6 +244,7 @@ def evaluate_table(
             least 1 when there are 2 or more batches).
         hash_offset: the table's offset in its TBE's linear cache index space.
         threads: simulations run at once (default: min(2, CPUs)).
+        strategies: the simulated strategies to run (default: all; the two bounds always).
 
     Returns:
         strategy -> one `TableTraffic` per size, in the order of `hbm_sizes`.
@@ -266,10 +268,11 @@ def evaluate_table(
     if not 0 <= warm < n:
         raise ValueError(f"warmup_batches must be in [0, {n}), got {warmup_batches}")
     measured = slice(warm, n)
+    wanted = set(Strategy) if strategies is None else set(strategies)
     ranks = hot_ranks(counts, trace.universe)
-    windows = _Windows(trace, look_ahead, ranks)
-    full_sets = windows.sets()
-    growth = ASSOC * full_sets / max(int(windows.sizes.max()), 1)
+    if Strategy.STATIC_LOOK_FORWARD in wanted:
+        windows = _Windows(trace, look_ahead, ranks)
+        growth = ASSOC * windows.sets() / max(int(windows.sizes.max()), 1)
     lookups = trace.lookups()
     zeros = np.zeros(n, np.int64)
 
@@ -302,10 +305,11 @@ def evaluate_table(
         for strategy in (Strategy.LRU_CACHE, Strategy.LFU_CACHE, Strategy.LOOK_FORWARD):
             jobs.append((strategy, partial(cached, strategy, size)))
         jobs.append((Strategy.STATIC_LOOK_FORWARD, partial(static_look_forward, size)))
+    jobs = [job for job in jobs if job[0] in wanted]
     workers = threads or min(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # numpy releases the GIL in its heavy loops
         done = list(pool.map(lambda job: job[1](), jobs))
-    out: dict[Strategy, list[TableTraffic]] = {s: [] for s in Strategy}
+    out: dict[Strategy, list[TableTraffic]] = {s: [] for s in Strategy if s in wanted}
     for (strategy, _), traffic in zip(jobs, done, strict=True):
         out[strategy].append(traffic)
     out[Strategy.ALL_HBM] = [
