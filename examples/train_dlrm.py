@@ -22,7 +22,6 @@ be the model's: make it with
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import sys
@@ -61,7 +60,12 @@ from torchrec_hot.sharding.checkpoint import (
 from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_hot.sharding.migrate import replan
 from torchrec_hot.sharding.online import OnlineCounter
-from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline, uses_cache_prefetch
+from torchrec_hot.sharding.pipeline import (
+    drain_pipeline,
+    make_train_pipeline,
+    replan_pipelined,
+    uses_cache_prefetch,
+)
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
@@ -212,11 +216,11 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
             hot_plan = rehot_plan(hot_plan, counter.reduce())  # type: ignore[arg-type]
             counter.reset()
             # in flight: the next batch, remapped with the old hot ids; fed again after replan
-            pending = drain_pipeline(pipeline) if pipeline is not None else []
-            report = replan(dmp, hot_plan)
             if pipeline is not None:
-                pipeline = make_train_pipeline(dmp, optimizer, device, plan)
-                data = itertools.chain(pending, data)
+                pipeline, data, report = replan_pipelined(
+                    pipeline, dmp, optimizer, device, hot_plan, data, plan)
+            else:
+                report = replan(dmp, hot_plan)
             if rank == 0:
                 bar.write(f"[{label}] step {step + 1}: re-planned, "
                           f"{sum(report.rows_moved.values()):,} rows changed hotness in "

@@ -11,8 +11,6 @@ embedding weights, optimizer state and dense weights.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -39,9 +37,8 @@ from torchrec_hot.sharding.checkpoint import (
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.sharding.migrate import replan
 from torchrec_hot.sharding.online import OnlineCounter
-from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline
+from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline, replan_pipelined
 
 STEPS = 12
 REPLAN_EVERY = 4
@@ -139,10 +136,9 @@ def _train_pipelined(dmp, optimizer, batches, hot_plan=None) -> tuple[list[float
             if (step + 1) % REPLAN_EVERY == 0 and step + 1 < len(batches):
                 hot_plan = rehot_plan(hot_plan, counter.reduce())
                 counter.reset()
-                pending = drain_pipeline(pipeline)
-                seen["rows_moved"] += sum(replan(dmp, hot_plan).rows_moved.values())
-                pipeline = make_train_pipeline(dmp, optimizer, CPU)
-                data = itertools.chain(pending, data)
+                pipeline, data, report = replan_pipelined(
+                    pipeline, dmp, optimizer, CPU, hot_plan, data)
+                seen["rows_moved"] += sum(report.rows_moved.values())
     with pytest.raises(StopIteration):
         pipeline.progress(data)
     drain_pipeline(pipeline)

@@ -16,12 +16,14 @@ batch enters the input dist) and still before any lookup.
 Re-planning (`migrate.replan`) changes the hot ids while the next batch has already been
 remapped and distributed with the old ones: `drain_pipeline` detaches the pipeline (restoring
 the model's modules) and hands back the batches it had taken in but not trained on, to feed to a
-new pipeline after the replan.
+new pipeline after the replan; `replan_pipelined` does the three steps.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +33,11 @@ from torchrec.distributed.train_pipeline import (
     TrainPipelineSparseDist,
 )
 from torchrec.distributed.types import ParameterSharding, ShardingPlan
+
+from torchrec_hot.sharding.migrate import MigrationReport, replan
+
+if TYPE_CHECKING:  # the planner imports this package's naming; keep the import one-way
+    from torchrec_hot.planner.hot_plan import HotPlan
 
 
 def uses_cache_prefetch(plan: ShardingPlan) -> bool:
@@ -78,3 +85,24 @@ def drain_pipeline(pipeline: TrainPipelineSparseDist) -> list[Any]:
     pending = [batch for batch in pipeline.batches if batch is not None]
     pipeline.detach()
     return pending
+
+
+def replan_pipelined(
+    pipeline: TrainPipelineSparseDist,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    hot_plan: HotPlan,
+    data: Iterable[Any],
+    plan: ShardingPlan | None = None,
+) -> tuple[TrainPipelineSparseDist, Iterator[Any], MigrationReport]:
+    """Re-plans DMP `model` to `hot_plan` while it trains through `pipeline`: drains it, moves
+    rows and optimizer state (`migrate.replan`), and returns a new pipeline, the batches to
+    feed it (those the old one had taken in, then the rest of `data`) and the replan report."""
+    pending = drain_pipeline(pipeline)
+    report = replan(model, hot_plan)
+    return (
+        make_train_pipeline(model, optimizer, device, plan),
+        itertools.chain(pending, data),
+        report,
+    )
