@@ -38,8 +38,6 @@ from torchrec_hot.planner.rehot import rehot_plan
 from torchrec_hot.sharding.dcp_checkpoint import load_checkpoint, save_checkpoint
 from torchrec_hot.sharding.migrate import replan
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class _Model(nn.Module):
     def __init__(self, tables) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-STAGES = ("validate", "remap", "inner", "merge", "backward", "merge_bwd")
+STAGES = ("validate", "remap", "inner", "merge", "backward")
 RATIO_CELL = "wall-time ratio / CPU-time ratio (hot/cold ms / stock ms, wall, median)"
 
 
@@ -76,7 +76,7 @@ def breakdown_table(cases: list[dict]) -> str:
     lines = [f"| mode | share | B | {cols} | ours / stock step |", "|" + "---|" * 12]
     for c in cases:
         s, h = c["stock"], c["hc"]
-        vals = [s["forward"], s["backward"]] + [h[k] for k in STAGES[:3] + ("merge", "backward")]
+        vals = [s["forward"], s["backward"]] + [h[k] for k in STAGES]
         cells = " | ".join(f"{v:.1f}" for v in vals)
         cells += f" | {h['merge_bwd']:.1f}" if "merge_bwd" in h else " | -"
         lines.append(

@@ -9,18 +9,13 @@ process (unsharded, or one rank of DMP); `run_dmp` spawns the ranks of a 2-rank 
 from __future__ import annotations
 
 import copy
-import os
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from bench_module_workload import Data, hot_share, tune_malloc
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
@@ -31,6 +26,7 @@ from torchrec.distributed.types import LazyAwaitable
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from tqdm import tqdm
 
+from tests.dist_utils import run_on_ranks
 from torchrec_hot import HotColdEmbeddingBagCollection, make_topology
 from torchrec_hot.data.synthetic import criteo_tables
 from torchrec_hot.planner.colocate import colocate_split_tables
@@ -215,34 +211,19 @@ def run_cases(cfg, device: torch.device, sharded: bool, rank: int, label: str) -
     return results
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rank_main(rank: int, world: int, port: int, out: str, cfg, backend: str) -> None:
+def _rank_cases(rank: int, world: int, cfg, backend: str) -> list[dict]:
+    """One rank of `run_dmp` (in `tests.dist_utils.run_on_ranks`' process group)."""
     if cfg.malloc == "tuned":
         tune_malloc()
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
-    if backend == "nccl":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        cases = run_cases(cfg, device, True, rank, f"dmp {backend}")
-        torch.save(cases, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    return run_cases(cfg, device, True, rank, f"dmp {backend}")
 
 
 def run_dmp(cfg, backend: str, world: int = 2, colocate: bool = True) -> list[dict]:
     """All cases under `world`-rank DMP; `colocate`: each split table's halves on one rank."""
     cfg = copy.copy(cfg)
     cfg.colocate = colocate  # False: also no sum on the rank where TorchRec pairs them by chance
-    with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_rank_main, args=(world, _free_port(), out, cfg, backend), nprocs=world)
-        per_rank = [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    per_rank = run_on_ranks(_rank_cases, world, cfg, backend, backend=backend)
     return [  # per case: the ranks' step lists, their mean measured share
         {
             **cs[0],

@@ -17,8 +17,8 @@ state: rows x (dim x 4 + 4)), split evenly over the ranks. Each budget runs
 `HotPlanner(..., strategies=StrategyOptions(holdout=...)).plan(tables, profile)` and reads
 `plan.strategies` (StrategySummary): modeled embedding ms per step, HBM hit rate and host-link
 bytes for ours, every single strategy, stock TorchRec's plan and all-HBM. Each `plan()` call is
-timed, split into the strategy evaluation (trace simulation), TorchRec placement and the stock
-comparison (timed by wrapping `compare_with_stock`, so "without stock" = total - stock).
+timed, with the strategy evaluation (trace simulation) and the stock comparison timed apart
+(by wrapping them; "without stock" = total - stock).
 
 Prints the tables, writes section `bench_planner` of docs/BENCHMARKS.md and
 docs/bench_planner.png (modeled ms per step per strategy vs budget, one panel per
@@ -100,20 +100,7 @@ def install_timers() -> Timers:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             timers.wrap("evaluate", super().__init__)(*args, **kwargs)
 
-        def summary(self, *args: Any, **kwargs: Any) -> Any:
-            return timers.wrap("summary", super().summary)(*args, **kwargs)
-
-        def choose_best(self, *args: Any, **kwargs: Any) -> Any:
-            return timers.wrap("choose", super().choose_best)(*args, **kwargs)
-
     hot_planner.StrategyEvaluation = TimedEvaluation
-    place = hot_planner.run_torchrec_planner
-
-    def counted_place(*args: Any, **kwargs: Any) -> Any:
-        timers.seconds["placements"] = timers.seconds.get("placements", 0) + 1
-        return place(*args, **kwargs)
-
-    hot_planner.run_torchrec_planner = timers.wrap("place", counted_place)
     return timers
 
 
