@@ -254,7 +254,7 @@ class KJTRemapper(torch.nn.Module):
         ):
             return remap_batched(kjt, layout, self._code_tables().numpy())
         if values.device.type == "cpu" and self._use_cpu_rank:
-            return remap_per_key(kjt, layout, self._code_table, self._hot_span)
+            return remap_per_key(kjt, layout, self._code_table)
         return remap_vectorised(kjt, layout, self._hot_merged, row_key)
 
 

@@ -11,7 +11,7 @@ masked selects). The output KJT carries its per-key lengths.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -23,15 +23,14 @@ def remap_per_key(
     kjt: KeyedJaggedTensor,
     layout: RemapLayout,
     code_table: Callable[[str], torch.Tensor],
-    hot_span: Mapping[str, tuple[int, int]],
 ) -> KeyedJaggedTensor:
     """The split KJT of `kjt` (layout `layout`); `code_table(table)` gives split `table`'s
-    (N,) CPU code table, `hot_span[table]` its [start, end) in the merged hot-id buffer."""
+    (N,) CPU code table."""
     values, lengths, weights = kjt.values(), kjt.lengths(), kjt.weights_or_none()
     bounds = [0, *itertools.accumulate(kjt.length_per_key())]  # key k: values[b[k]:b[k+1]]
     at_most_one = lengths.numel() == 0 or int(lengths.max()) <= 1
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-    for k, (table, _, mean) in enumerate(layout.key_info):
+    for k, (table, num_hot, mean) in enumerate(layout.key_info):
         v = values[bounds[k] : bounds[k + 1]]
         lens = lengths[layout.row_bounds[k] : layout.row_bounds[k + 1]]
         w = None if weights is None else weights[bounds[k] : bounds[k + 1]]
@@ -43,7 +42,6 @@ def remap_per_key(
         if table is None:
             parts.append((v, lens, w))
             continue
-        num_hot = hot_span[table][1] - hot_span[table][0]
         code = code_table(table).index_select(0, v).to(values.dtype)
         hot = code < num_hot
         if at_most_one and v.numel() == lens.numel():  # one id per bag: id i is bag i

@@ -48,7 +48,7 @@ class RemapLayout:
     any_mean: bool
     spkpr: list[list[int]] | None  # output stride_per_key_per_rank (VBE only)
     row_bounds: list[int]  # (F + 1,) host: input rows of key k are row_bounds[k]:row_bounds[k+1]
-    key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, N, MEAN)
+    key_info: list[tuple[str | None, int, bool]]  # per input key: (split table, H, MEAN)
 
 
 def build_layout(
@@ -124,7 +124,7 @@ def build_layout(
         key_info=[
             (
                 t if is_split(k) else None,
-                num_embeddings.get(t, -1) if t else -1,
+                hot_span[t][1] - hot_span[t][0] if is_split(k) else 0,
                 k in mean_features,
             )
             for k, t in zip(keys, tables, strict=True)
