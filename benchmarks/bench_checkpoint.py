@@ -33,10 +33,10 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from tqdm import tqdm
 
 from torchrec_hot import HotPlanner, PopularityProfile, apply_hot_plan, make_topology
+from torchrec_hot.checkpoint.sharded import load_checkpoint, save_checkpoint
 from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.planner.rehot import rehot_plan
-from torchrec_hot.sharding.dcp_checkpoint import load_checkpoint, save_checkpoint
-from torchrec_hot.sharding.migrate import replan
+from torchrec_hot.runtime.migrate import replan
+from torchrec_hot.runtime.rehot import rehot_plan
 
 
 class _Model(nn.Module):

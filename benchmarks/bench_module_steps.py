@@ -30,8 +30,8 @@ from tests.dist_utils import run_on_ranks
 from torchrec_hot import HotColdEmbeddingBagCollection, make_topology
 from torchrec_hot.data.synthetic import criteo_tables
 from torchrec_hot.planner.colocate import colocate_split_tables
-from torchrec_hot.sharding import Placement
 from torchrec_hot.sharding.presum import PresummedOutputDist
+from torchrec_hot.tables.split import Placement
 
 
 class StageTimer:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot.data.drift import affine_permutation
 from torchrec_hot.data.synthetic import zipf_ranks
+from torchrec_hot.data.workloads import affine_permutation
 
 
 def tune_malloc() -> None:

@@ -143,7 +143,7 @@ def plan_once(
     from torchrec.optim import RowWiseAdagrad
 
     from torchrec_hot import HotPlanner, make_topology
-    from torchrec_hot.planner.strategy_plan import StrategyOptions
+    from torchrec_hot.planner.strategy.evaluation import StrategyOptions
 
     planner = HotPlanner(
         make_topology(WORLD, "cuda"), budget, batch_size=BATCH, optimizer_class=RowWiseAdagrad,
@@ -165,10 +165,9 @@ def device_hbm_row(
     from torchrec.optim import RowWiseAdagrad
 
     from torchrec_hot import HotPlanner, PlanDoesNotFitError, make_topology
-    from torchrec_hot.planner import row_bytes
-    from torchrec_hot.planner.memory import topology_with_hbm
+    from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
     from torchrec_hot.planner.stock import compare_with_stock
-    from torchrec_hot.planner.strategy_plan import StrategyOptions
+    from torchrec_hot.planner.strategy.evaluation import StrategyOptions
 
     budget = int(BUDGETS[0] * total / WORLD)
     topology = topology_with_hbm(
@@ -221,7 +220,7 @@ def run(
     from torchrec.optim import RowWiseAdagrad
 
     from torchrec_hot.data.synthetic import criteo_tables
-    from torchrec_hot.planner import row_bytes
+    from torchrec_hot.planner.memory import row_bytes
 
     timers = install_timers()
     datasets = [("criteo-kaggle", args.scale)] if args.quick else [

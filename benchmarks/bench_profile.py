@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from doc_sections import write_section
 
+from torchrec_hot import load_profile, save_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path("/tmp/torchrec_hot_bench")
 CHUNK = 1 << 20  # rows per chunk of the plain loops
@@ -65,7 +67,7 @@ def make_input(samples: int, alpha: float) -> Path:
 def _ours(path: str, mode: str) -> dict:
     from torchrec_hot.data.readers import open_source
     from torchrec_hot.data.synthetic import criteo_tables
-    from torchrec_hot.profiling import PopularityProfile
+    from torchrec_hot.profiling.profile import PopularityProfile
 
     tables = criteo_tables("criteo-terabyte")
     rows = sum(t.num_embeddings for t in tables)
@@ -84,7 +86,7 @@ def _ours(path: str, mode: str) -> dict:
         ids += chunk.num_ids
     seconds = time.perf_counter() - start
     out = WORK / f"profile_{mode}.npz"
-    profile.save(out)
+    save_profile(profile, out)
     return {"ids": ids, "seconds": seconds, "counter_bytes": profile.nbytes,
             "sketched": sum(profile.mode(t.name) == "sketch" for t in tables)}
 
@@ -115,7 +117,7 @@ def _plain(path: str, kind: str) -> dict:
 def _datasketches(path: str, _: str) -> dict:
     import torch
 
-    from torchrec_hot.profiling import HeavyHitterSketch
+    from torchrec_hot.profiling.counters import HeavyHitterSketch
 
     data = np.load(path, mmap_mode="r")
     ids = np.ascontiguousarray(data[: 2_000_000, 19]).astype(np.int64)  # 48.9M-row table
@@ -168,7 +170,7 @@ def _peak_rss() -> int:
 def run_cli(path: Path) -> dict:
     """`torchrec-hot profile FILE` end to end: process start, imports, counting, the printed
     summary and the 0.7 GB save, on the wall clock; peak RSS from /usr/bin/time."""
-    cmd = [sys.executable, "-m", "torchrec_hot.cli", "profile", str(path), "--workload",
+    cmd = [sys.executable, "-m", "torchrec_hot.cli.main", "profile", str(path), "--workload",
            "criteo-terabyte", "--out", str(WORK / "cli.npz")]
     timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     start = time.perf_counter()
@@ -190,9 +192,8 @@ def run_method(name: str, path: Path) -> dict:
 def coverage(path_exact: Path, path_other: Path) -> list[tuple[str, int, float, float]]:
     """(table, rows, share covered at 0.1% and 1% of rows) of `other`'s hot rows, relative to
     exact counts' hot rows, for the four largest tables."""
-    from torchrec_hot.profiling import PopularityProfile
 
-    exact, other = PopularityProfile.load(path_exact), PopularityProfile.load(path_other)
+    exact, other = load_profile(path_exact), load_profile(path_other)
     out = []
     for t in sorted(exact.tables, key=lambda t: -t.num_embeddings)[:4]:
         c, o = exact.counts(t.name), other.counts(t.name)

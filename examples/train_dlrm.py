@@ -48,24 +48,24 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
 from torchrec_hot import HotPlan, apply_hot_plan, make_topology
-from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.planner.rehot import rehot_plan
-from torchrec_hot.report import build_report, format_report
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     hot_cold_modules,
     load_logical_state_dict,
     logical_state_dict,
 )
-from torchrec_hot.sharding.dcp_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from torchrec_hot.sharding.migrate import replan
-from torchrec_hot.sharding.online import OnlineCounter
-from torchrec_hot.sharding.pipeline import (
+from torchrec_hot.checkpoint.sharded import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.report import build_report, format_report
+from torchrec_hot.runtime.migrate import replan
+from torchrec_hot.runtime.online import OnlineCounter
+from torchrec_hot.runtime.pipeline import (
     drain_pipeline,
     make_train_pipeline,
     replan_pipelined,
     uses_cache_prefetch,
 )
+from torchrec_hot.runtime.rehot import rehot_plan
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13

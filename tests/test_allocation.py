@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchrec_hot.planner import TableDemand, allocate_hot_rows, served_lookups
+from tests.builders import served_lookups
+from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 
 PROPS = settings(max_examples=60, deadline=None, derandomize=True)
 

@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchrec_hot.data.synthetic import zipf_ranks
-from torchrec_hot.planner.cache_sim import (
+from torchrec_hot.planner.strategy.fbgemm_cache import (
     ASSOC,
     cache_slot,
     murmur_mix64,
-    num_cache_sets,
     prepare_trace,
     sets_for_rows,
     simulate,
@@ -192,8 +191,6 @@ def test_hash_matches_python_fmix64():
 
 
 def test_set_counts_follow_fbgemm():
-    assert num_cache_sets(1000, 0.2) == 7  # (int(200) + 31) // 32
-    assert num_cache_sets(10, 0.01) == 1
     assert sets_for_rows(0) == 0 and sets_for_rows(1) == 1 and sets_for_rows(64) == 2
     with pytest.raises(ValueError, match=">= 0 rows"):
         sets_for_rows(-1)

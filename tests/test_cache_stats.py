@@ -14,8 +14,8 @@ from torchrec.distributed.planner import ParameterConstraints
 from torchrec.distributed.types import CacheParams, CacheStatistics
 
 from torchrec_hot import PopularityProfile, make_topology
-from torchrec_hot.data.drift import window_batches
-from torchrec_hot.planner.cache_stats import ProfileCacheStatistics, lru_stack_distances
+from torchrec_hot.data.workloads import window_batches
+from torchrec_hot.planner.strategy.cache_stats import ProfileCacheStatistics, lru_stack_distances
 from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner
 
 PROPS = settings(max_examples=60, deadline=None, derandomize=True)

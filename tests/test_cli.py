@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrec_hot import HotPlan, PopularityProfile
-from torchrec_hot.cli import main
+from torchrec_hot import HotPlan, load_profile
+from torchrec_hot.cli.main import main
 from torchrec_hot.data.synthetic import CRITEO_KAGGLE
 
 
@@ -16,7 +16,7 @@ def test_profile_plan_report(tmp_path: Path, capsys):
                  "4", "--batch-size", "512", "--embedding-dim", "16", "--seed", seed,
                  "--out", str(profile)]) == 0
     assert "profiled 4 batches, 2,048 samples, 26 tables" in capsys.readouterr().out
-    loaded = PopularityProfile.load(profile)
+    loaded = load_profile(profile)
     assert len(loaded.tables) == len(CRITEO_KAGGLE) and loaded.num_samples == 2048
     assert main(["plan", "--profile", str(profile), "--world-size", "4", "--hbm-gb", "0.0005",
                  "--embedding-dim", "32", "--batch-size", "512", "--out", str(plan)]) == 0
@@ -54,7 +54,7 @@ def test_profile_files_windows_sampling_memory_and_hashing(tmp_path: Path, capsy
                  "--max-memory", "10K", "--chunk-samples", "700", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "sketch" in printed and "profiled" in printed
-    p = PopularityProfile.load(out)
+    p = load_profile(out)
     assert p.windows == ["day_0_sparse", "day_1_sparse"]
     assert p.mode("t_cat_1") == "exact" and p.mode("t_cat_0") == "sketch"
     assert p.nbytes <= 2 * 10 * 1024
@@ -64,7 +64,7 @@ def test_profile_files_windows_sampling_memory_and_hashing(tmp_path: Path, capsy
     assert main(["profile", files[0], "--sample-rate", "0.05", "--seed", "3",
                  "--out", str(out)]) == 0
     assert "inferred" in capsys.readouterr().err
-    p = PopularityProfile.load(out)
+    p = load_profile(out)
     assert p.sample_rate == 0.05 and p.num_samples == 3000
     assert p.table("t_cat_0").num_embeddings == int(days[0][:, 0].max()) + 1
 

@@ -1,15 +1,15 @@
 """Co-locating cold halves with their hot halves (planner/colocate.py)."""
 
 import numpy as np
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig
 
-from torchrec_hot import HotPlanner, PopularityProfile, make_topology
+from tests.builders import profile_of_ids
+from torchrec_hot import HotPlanner, make_topology
 from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.table_plans import plan_rank_bytes
-from torchrec_hot.sharding import Placement, split_module_path
+from torchrec_hot.tables.split import Placement, split_module_path
 
 PROPS = settings(max_examples=8, deadline=None, derandomize=True)
 
@@ -21,12 +21,9 @@ def _plan(seed: int, world: int, device: str, colocate: bool, cold_types=None):
                            embedding_dim=int(rng.choice([16, 32])), feature_names=[f"f{i}"])
         for i in range(int(rng.integers(3, 9)))
     ]
-    profile = PopularityProfile(tables)
-    for t in tables:
-        ids = np.minimum(rng.zipf(1.2, size=3000) - 1, t.num_embeddings - 1)
-        profile._counts[t.name] += torch.from_numpy(
-            np.bincount(ids, minlength=t.num_embeddings).astype(np.int64))
-    profile.num_samples, profile.num_batches = 3000, 1
+    profile = profile_of_ids(tables, {
+        t.name: np.minimum(rng.zipf(1.2, size=3000) - 1, t.num_embeddings - 1) for t in tables
+    })
     budget = int(sum(t.num_embeddings * t.embedding_dim * 4 for t in tables) * 0.1 / world)
     planner = HotPlanner(make_topology(world, device), budget, batch_size=64,
                          sharding_types=["table_wise"], cold_sharding_types=cold_types,

@@ -16,19 +16,19 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner
 from tests.dist_utils import run_on_ranks
 from tests.test_dmp_exactness import _model, _tables, _train
 from torchrec_hot import HotPlanner, PopularityProfile, apply_hot_plan, make_topology
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.sharding.dcp_checkpoint import (
+from torchrec_hot.checkpoint.sharded import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
 
 CPU = torch.device("cpu")
 

@@ -24,15 +24,15 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 
 from tests.dist_utils import run_on_ranks
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.sharding.apply import apply_hot_plan
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     load_logical_optimizer_state,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
+from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.sharding.apply import apply_hot_plan
 
 STEPS = 20
 COLUMN_SHARD_DIM = 16  # dims 32/64 -> 2/4 column shards under column-wise plans

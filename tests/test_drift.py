@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from torchrec_hot import PopularityProfile
-from torchrec_hot.cli import main
-from torchrec_hot.data.drift import window_batches
+from torchrec_hot import PopularityProfile, load_profile
+from torchrec_hot.cli.main import main
 from torchrec_hot.data.synthetic import criteo_tables
+from torchrec_hot.data.workloads import window_batches
 from torchrec_hot.evaluate import DRIFT_LOSS, budget_hot_rows, drifting_tables, evaluate_drift
 
 DRIFT = {"t_cat_2", "t_cat_11", "t_cat_20"}
@@ -43,7 +43,7 @@ def test_cli_evaluate_windows_plan_and_plot(tmp_path: Path, capsys):
                      "--out", str(tmp_path / f"d{day}.npz")]) == 0
     assert main(["merge", str(tmp_path / "d0.npz"), str(tmp_path / "d1.npz"),
                  "--out", str(tmp_path / "both.npz")]) == 0
-    assert PopularityProfile.load(tmp_path / "both.npz").windows == ["day0", "day1"]
+    assert load_profile(tmp_path / "both.npz").windows == ["day0", "day1"]
     assert main(["plan", "--profile", str(tmp_path / "d0.npz"), "--world-size", "2",
                  "--hbm-gb", "0.0002", "--batch-size", "512", "--no-stock",
                  "--out", str(tmp_path / "plan.json")]) == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from torchrec_hot import HotPlan
-from torchrec_hot.cli import main as cli
+from torchrec_hot.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

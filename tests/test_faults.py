@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchrec_hot.cli import main as cli
+from torchrec_hot.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 150, 50

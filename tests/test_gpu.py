@@ -32,8 +32,8 @@ from tests.dist_utils import run_on_ranks
 from tests.test_strategy_plan import strategy_training_worker
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
 from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.strategies import Strategy
-from torchrec_hot.planner.strategy_plan import StrategyOptions
+from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.types import Strategy
 
 CUDA = torch.device("cuda")
 ROOT = Path(__file__).resolve().parents[1]

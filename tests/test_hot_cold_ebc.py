@@ -31,7 +31,7 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
-from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_MODULE_ATTR, Placement
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_MODULE_ATTR, Placement
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 

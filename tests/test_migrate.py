@@ -11,14 +11,14 @@ from torchrec.distributed import DistributedModelParallel
 from tests.dist_utils import run_on_ranks
 from tests.test_dmp_exactness import _batch, _hot_plan, _model, _tables
 from torchrec_hot import PopularityProfile, apply_hot_plan
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.rehot import rehot_plan
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.sharding.migrate import replan
+from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.runtime.migrate import replan
+from torchrec_hot.runtime.rehot import rehot_plan
 
 STEPS, EVERY = 30, 10
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from torchrec_hot.cli import main as cli
+from torchrec_hot.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,7 @@ from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.types import BoundsCheckMode
 from torchrec.optim import RowWiseAdagrad
 
+from tests.builders import profile_of_ids, served_lookups
 from torchrec_hot import (
     HotPlan,
     HotPlanner,
@@ -23,11 +24,11 @@ from torchrec_hot import (
     PopularityProfile,
     make_topology,
 )
-from torchrec_hot.planner import row_bytes
+from torchrec_hot.planner.memory import row_bytes
 from torchrec_hot.planner.plan_io import shard_rows_per_rank
 from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import meta_model
-from torchrec_hot.sharding import split_module_path
+from torchrec_hot.tables.split import split_module_path
 
 MIB = 2**20
 PROPS = settings(max_examples=6, deadline=None, derandomize=True)
@@ -39,18 +40,13 @@ def _profile(sizes, dims, alphas, rng, samples=3000) -> tuple[list, PopularityPr
                            feature_names=[f"f{i}"])
         for i, (n, d) in enumerate(zip(sizes, dims, strict=True))
     ]
-    profile = PopularityProfile(tables)
+    ids = {}
     for t, a in zip(tables, alphas, strict=True):
         w = 1.0 / np.arange(1, t.num_embeddings + 1) ** a
-        ids = rng.permutation(t.num_embeddings)[
+        ids[t.name] = rng.permutation(t.num_embeddings)[
             rng.choice(t.num_embeddings, size=samples, p=w / w.sum())
         ]
-        profile._counts[t.name] += torch.from_numpy(
-            np.bincount(ids, minlength=t.num_embeddings).astype(np.int64)
-        )
-    profile.num_samples = samples
-    profile.num_batches = 1
-    return tables, profile
+    return tables, profile_of_ids(tables, ids)
 
 
 def _best_share(profile, tables, budget_total: int, row_b: int) -> float:
@@ -91,7 +87,7 @@ def test_tables_of_different_dims_and_whole_tables():
     assert plan.table("t2").placement.value == "hbm"  # 30 rows fit whole
     _check_plan_is_consistent(plan, tables)
     # against the exact best prefix choice under the global budget (density greedy bound)
-    from torchrec_hot.planner import TableDemand, allocate_hot_rows, served_lookups
+    from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
     demands = [TableDemand.from_counts(t.name, profile.counts(t.name), row_bytes(t, None))
                for t in tables]
     best = served_lookups(demands, allocate_hot_rows(demands, 2 * budget))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot import PopularityProfile, ProfileFormatError
+from torchrec_hot import PopularityProfile, ProfileFormatError, load_profile, save_profile
 
 PROPS = settings(max_examples=30, deadline=None, derandomize=True)
 
@@ -84,8 +84,8 @@ def test_save_load_roundtrip(tmp_path: Path):
     for _ in range(3):
         profile.update(_random_kjt(tables, 32, rng, weighted=False)[0])
     path = tmp_path / "p.npz"
-    profile.save(path)
-    loaded = PopularityProfile.load(path)
+    save_profile(profile, path)
+    loaded = load_profile(path)
     assert loaded.tables == profile.tables
     assert (loaded.num_batches, loaded.num_samples) == (3, 96)
     for t in tables:
@@ -147,26 +147,26 @@ def test_corrupt_truncated_and_foreign_files(tmp_path: Path):
     tables = _tables([20, 30], shared=False)
     profile = PopularityProfile(tables)
     path = tmp_path / "p.npz"
-    profile.save(path)
+    save_profile(profile, path)
     data = path.read_bytes()
 
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ProfileFormatError, match="corrupt or truncated"):
-        PopularityProfile.load(truncated)
+        load_profile(truncated)
 
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file at all")
     with pytest.raises(ProfileFormatError, match="corrupt or truncated"):
-        PopularityProfile.load(garbage)
+        load_profile(garbage)
 
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, counts=np.zeros(3))
     with pytest.raises(ProfileFormatError, match="corrupt or truncated"):
-        PopularityProfile.load(foreign)
+        load_profile(foreign)
 
     with pytest.raises(ProfileFormatError, match="does not exist"):
-        PopularityProfile.load(tmp_path / "missing.npz")
+        load_profile(tmp_path / "missing.npz")
 
     wrong_shape = tmp_path / "wrong_shape.npz"
     import json
@@ -177,9 +177,9 @@ def test_corrupt_truncated_and_foreign_files(tmp_path: Path):
                                                       "feature_names": ["f0"]}]})
     np.savez(wrong_shape, meta=np.array(meta), counts_0=np.zeros(19, dtype=np.int64))
     with pytest.raises(ProfileFormatError, match="shape"):
-        PopularityProfile.load(wrong_shape)
+        load_profile(wrong_shape)
 
     newer = tmp_path / "newer.npz"
     np.savez(newer, meta=np.array(meta.replace('"format_version": 1', '"format_version": 9')))
     with pytest.raises(ProfileFormatError, match="version 9"):
-        PopularityProfile.load(newer)
+        load_profile(newer)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.dist_utils import run_on_ranks
-from torchrec_hot import PopularityProfile
+from torchrec_hot import PopularityProfile, all_reduce_profile, load_profile
 from torchrec_hot.data.readers import open_source
-from torchrec_hot.profiling import TableSpec
+from torchrec_hot.tables.spec import TableSpec
 
 pytestmark = pytest.mark.multiprocess
 
@@ -40,16 +40,16 @@ def _ranked(rank: int, world: int, path: str) -> dict:
     profile = _profile(path, rank, world, windows=True)
     if rank == 1:
         profile.window("only-on-rank-1")  # an empty window one rank lacks
-    profile.all_reduce()
+    all_reduce_profile(profile)
     out = _summary(profile)
-    from torchrec_hot.cli import main
+    from torchrec_hot.cli.main import main
 
     cli_out = str(Path(path).with_name("cli.npz"))
     assert main(["profile", path, "--rows", "40,5000,70", "--distributed", "--chunk-samples",
                  "300", "--out", cli_out]) == 0
     bad = PopularityProfile([TableSpec("x", 3, 8, ("x",))] if rank else TABLES)
     try:
-        bad.all_reduce()
+        all_reduce_profile(bad)
     except ValueError as e:
         out["error"] = str(e)
     return out
@@ -82,7 +82,7 @@ def test_two_rank_all_reduce_equals_one_process(tmp_path: Path):
                 assert np.all(exact[~tracked] <= d)
                 continue
             np.testing.assert_array_equal(got["counts"][key], counts)
-    cli = PopularityProfile.load(tmp_path / "cli.npz")  # torchrun-style CLI run, rank 0 saved
+    cli = load_profile(tmp_path / "cli.npz")  # torchrun-style CLI run, rank 0 saved
     assert cli.num_samples == 4300
     for j, n in enumerate((40, 5000, 70)):
         want = np.bincount(data[:, j], minlength=n)

@@ -7,8 +7,8 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from torchrec_hot import PopularityProfile
-from torchrec_hot.data.drift import window_batches
 from torchrec_hot.data.synthetic import criteo_tables
+from torchrec_hot.data.workloads import window_batches
 from torchrec_hot.profiling.stats import sampled_hot_share
 
 

@@ -10,9 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot import PopularityProfile, ProfileFormatError
-from torchrec_hot.data.drift import window_batches
-from torchrec_hot.profile import FORMAT_VERSION
+from torchrec_hot import (
+    PopularityProfile,
+    ProfileFormatError,
+    load_profile,
+    merge_profiles,
+    save_profile,
+)
+from torchrec_hot.data.workloads import window_batches
+from torchrec_hot.profiling.io import FORMAT_VERSION
 
 PROPS = settings(max_examples=15, deadline=None, derandomize=True)
 
@@ -92,8 +98,8 @@ def test_roundtrip_with_windows_sketches_sampling_and_trace(tmp_path: Path):
     assert profile.mode("t2") == "sketch" and profile.error_bound("t2") > 0
     assert profile.trace.num_ids > 0
     path = tmp_path / "p.npz"
-    profile.save(path)
-    loaded = PopularityProfile.load(path)
+    save_profile(profile, path)
+    loaded = load_profile(path)
     _assert_same(profile, loaded)
     assert loaded.sample_rate == 0.5 and loaded.sketch_capacity("t2") == 300
     assert json.loads(str(np.load(path)["meta"]))["format_version"] == FORMAT_VERSION == 2
@@ -107,7 +113,7 @@ def test_version_1_files_still_load(tmp_path: Path):
                 {"name": "b", "num_embeddings": 3, "embedding_dim": 4, "feature_names": ["fb"]}]}
     path = tmp_path / "v1.npz"
     np.savez(path, meta=np.array(json.dumps(meta)), counts_0=counts[0], counts_1=counts[1])
-    p = PopularityProfile.load(path)
+    p = load_profile(path)
     assert p.windows == ["default"] and (p.num_batches, p.num_samples) == (2, 9)
     np.testing.assert_array_equal(p.counts("a"), counts[0])
     np.testing.assert_array_equal(p.counts("b"), counts[1])
@@ -121,7 +127,7 @@ def test_corrupt_version_2_files_are_refused(tmp_path: Path):
         p = PopularityProfile(tables, sketch_capacities={"t0": 8}, trace_run_batches=1)
         for _ in range(3):
             p.update(_kjt(tables, 8, np.random.default_rng()))
-        p.save(path)
+        save_profile(p, path)
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         if arrays["w0_ids_0"].size:
@@ -136,19 +142,19 @@ def test_corrupt_version_2_files_are_refused(tmp_path: Path):
     bad_total = dict(meta)
     bad_total["windows"] = [dict(meta["windows"][0], totals=[999, 0, 0])]
     with pytest.raises(ProfileFormatError, match="add up to"):
-        PopularityProfile.load(write("total.npz", meta=np.array(json.dumps(bad_total))))
+        load_profile(write("total.npz", meta=np.array(json.dumps(bad_total))))
     ids = arrays["w0_ids_0"].copy()
     ids[0] = 10**6
     with pytest.raises(ProfileFormatError, match="sketch .* inconsistent"):
-        PopularityProfile.load(write("sketch.npz", w0_ids_0=np.sort(ids)))
+        load_profile(write("sketch.npz", w0_ids_0=np.sort(ids)))
     with pytest.raises(ProfileFormatError, match="shape"):
-        PopularityProfile.load(write("shape.npz", w0_counts_1=np.zeros(3, dtype=np.int64)))
+        load_profile(write("shape.npz", w0_counts_1=np.zeros(3, dtype=np.int64)))
     with pytest.raises(ProfileFormatError, match="trace"):
-        PopularityProfile.load(write("trace.npz", trace_offsets_1=arrays["trace_offsets_1"][:-1]))
+        load_profile(write("trace.npz", trace_offsets_1=arrays["trace_offsets_1"][:-1]))
     data = path.read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) - 100])
     with pytest.raises(ProfileFormatError, match="corrupt or truncated"):
-        PopularityProfile.load(tmp_path / "cut.npz")
+        load_profile(tmp_path / "cut.npz")
 
 
 @PROPS
@@ -164,7 +170,7 @@ def test_merge_equals_profiling_everything_in_one(splits, seed):
         window = "a" if i % 2 else "b"
         whole.update(kjt, window)
         jobs[job].update(kjt, window)
-    merged = PopularityProfile.merge(*jobs)
+    merged = merge_profiles(*jobs)
     assert sorted(merged.windows) == sorted(whole.windows)
     merged.reorder_windows(whole.windows)
     _assert_same(whole, merged)
@@ -178,7 +184,7 @@ def test_merge_refuses_incompatible_profiles():
     d = PopularityProfile(_tables((60, 9, 200)))
     d.update(_kjt(d.tables, 4, np.random.default_rng()))
     with pytest.raises(ValueError) as err:
-        PopularityProfile.merge(a, b, c, d)
+        merge_profiles(a, b, c, d)
     msg = str(err.value)
     assert "profile 1: table 't1': profile 0 has 10 rows, profile 9" in msg or "'t1'" in msg
     assert "profile 2: table 't2' is sketch, profile 0 has it exact" in msg

@@ -13,7 +13,7 @@ from torchrec.datasets.utils import Batch
 
 from torchrec_hot import PopularityProfile
 from torchrec_hot.data.readers import kjt_source, open_source
-from torchrec_hot.profiling import TableSpec
+from torchrec_hot.tables.spec import TableSpec
 
 PROPS = settings(max_examples=20, deadline=None, derandomize=True)
 

@@ -14,15 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchrec import KeyedJaggedTensor
 
-from torchrec_hot.sharding.remap import (
+from torchrec_hot.sharding.remap.remapper import (
     KJTRemapper,
     merge_rows,
     remap_kjt,
     split_rows,
     validate_ids,
 )
-from torchrec_hot.sharding.remap_vectorised import remap_vectorised, rows_and_keys
-from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX
+from torchrec_hot.sharding.remap.vectorised import remap_vectorised, rows_and_keys
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 

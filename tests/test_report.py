@@ -8,7 +8,7 @@ from torchrec import EmbeddingBagConfig
 
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
 from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner import row_bytes
+from torchrec_hot.planner.memory import row_bytes
 from torchrec_hot.planner.stock import compare_with_stock
 from torchrec_hot.report import build_report, format_report
 

@@ -9,14 +9,15 @@ from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig
 
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.drift import window_batches
 from torchrec_hot.data.synthetic import zipf_ranks
-from torchrec_hot.profiling import HeavyHitterSketch, TableSpec
+from torchrec_hot.data.workloads import window_batches
 from torchrec_hot.profiling.counters import (
     EXACT_BYTES_PER_ROW,
     SKETCH_BYTES_PER_COUNTER,
+    HeavyHitterSketch,
     plan_sketch_capacities,
 )
+from torchrec_hot.tables.spec import TableSpec
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True)
 
@@ -103,7 +104,7 @@ def test_sketch_at_5_percent_memory_covers_99_percent_of_exact_hot_lookups(alpha
 
 
 def _chunk(ids: np.ndarray):
-    from torchrec_hot.profiling import FeatureIds, IdChunk
+    from torchrec_hot.data.chunk import FeatureIds, IdChunk
 
     return IdChunk(ids.shape[0], {"f": FeatureIds(torch.from_numpy(ids))})
 

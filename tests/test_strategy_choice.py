@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchrec_hot.planner.cost_model import H100, CostModel, HardwareSpec, TableSpec
-from torchrec_hot.planner.strategies import Strategy, TableTraffic
-from torchrec_hot.planner.strategy_choice import choose_strategies, choose_strategies_exact
+from torchrec_hot.planner.strategy.choice import choose_strategies, choose_strategies_exact
+from torchrec_hot.planner.strategy.cost_model import H100, CostModel, HardwareSpec, TableSpec
+from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True)
 

@@ -19,18 +19,18 @@ from torchrec.optim import RowWiseAdagrad
 from tests import test_dmp_exactness as dmp_cases
 from tests.dist_utils import run_on_ranks
 from torchrec_hot import HotPlan, HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.data.workloads import workload_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.planner.strategies import Strategy
-from torchrec_hot.planner.strategy_plan import StrategyOptions
-from torchrec_hot.report import build_report, format_report
-from torchrec_hot.sharding.apply import apply_hot_plan
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
+from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
+from torchrec_hot.data.workloads import workload_batches
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.types import Strategy
+from torchrec_hot.report import build_report, format_report
+from torchrec_hot.sharding.apply import apply_hot_plan
 
 WORLD, BATCH = 4, 256
 
@@ -233,7 +233,7 @@ def test_report_of_a_strategy_plan_without_the_stock_comparison():
 def test_the_cost_model_sees_the_topology_hosts(monkeypatch):
     """Multi-host topologies charge the all-to-all at network speed: the strategy evaluation
     builds its cost model with the topology's ranks per host (it assumed one host before)."""
-    import torchrec_hot.planner.strategy_plan as strategy_plan
+    import torchrec_hot.planner.strategy.evaluation as strategy_plan
 
     seen = []
 

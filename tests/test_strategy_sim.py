@@ -10,14 +10,14 @@ from torchrec import EmbeddingBagConfig
 
 from torchrec_hot import PopularityProfile
 from torchrec_hot.data.synthetic import zipf_batches, zipf_ranks
-from torchrec_hot.planner.cache_sim import ASSOC, prepare_trace, simulate
-from torchrec_hot.planner.strategies import Strategy
-from torchrec_hot.planner.strategy_sim import (
+from torchrec_hot.planner.strategy.fbgemm_cache import ASSOC, prepare_trace, simulate
+from torchrec_hot.planner.strategy.simulate import (
     evaluate_table,
     holdout_batches,
-    hot_ranks,
     look_forward_rows,
 )
+from torchrec_hot.planner.strategy.types import Strategy
+from torchrec_hot.tables.hottest import hotness_ranks
 
 PROPS = settings(max_examples=15, deadline=None, derandomize=True)
 
@@ -40,8 +40,8 @@ def test_hot_ranks_follow_the_planner_order():
     counts = np.array([0, 5, 2, 5, 0, 9, 2, 0], dtype=np.int64)
     # by count descending, ties (zero counts too) by smaller id
     order = [5, 1, 3, 2, 6, 0, 4, 7]
-    assert hot_ranks(counts, np.arange(8)).tolist() == [order.index(i) for i in range(8)]
-    assert hot_ranks(np.zeros(4, np.int64), np.arange(4)).tolist() == [0, 1, 2, 3]
+    assert hotness_ranks(counts, np.arange(8)).tolist() == [order.index(i) for i in range(8)]
+    assert hotness_ranks(np.zeros(4, np.int64), np.arange(4)).tolist() == [0, 1, 2, 3]
 
 
 @PROPS

@@ -28,17 +28,17 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from tests.dist_utils import run_on_ranks
 from torchrec_hot import HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.rehot import rehot_plan
-from torchrec_hot.sharding.apply import apply_hot_plan
-from torchrec_hot.sharding.checkpoint import (
+from torchrec_hot.checkpoint.gathered import (
     hot_cold_modules,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.sharding.online import OnlineCounter
-from torchrec_hot.sharding.pipeline import drain_pipeline, make_train_pipeline, replan_pipelined
+from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.runtime.online import OnlineCounter
+from torchrec_hot.runtime.pipeline import drain_pipeline, make_train_pipeline, replan_pipelined
+from torchrec_hot.runtime.rehot import rehot_plan
+from torchrec_hot.sharding.apply import apply_hot_plan
 
 STEPS = 12
 REPLAN_EVERY = 4

@@ -1,41 +1,102 @@
-"""torchrec-hot: profiled hot rows in HBM, cold rows in UVM, planned through TorchRec."""
+"""torchrec-hot: profiled hot rows in HBM, cold rows in UVM, planned through TorchRec.
 
-from torchrec_hot.planner import (
-    HotPlan,
-    HotPlanner,
-    PlanDoesNotFitError,
-    PlanFormatError,
-    Strategy,
-    StrategyOptions,
-    TablePlan,
-    make_topology,
-)
-from torchrec_hot.profile import PopularityProfile, ProfileFormatError, TableSpec
-from torchrec_hot.sharding import (
-    HotColdEmbeddingBagCollection,
-    apply_hot_plan,
+The public surface, stage by stage (each name has this one import path; synthetic inputs and
+file readers are in `torchrec_hot.data`):
+  profile     PopularityProfile, TableSpec, save_profile / load_profile, merge_profiles,
+              all_reduce_profile, ProfileFormatError
+  plan        HotPlanner, HotPlan, TablePlan, StrategyOptions, Strategy, make_topology,
+              retarget_sharding_plan, ProfileCacheStatistics, HardwareSpec (H100, A100, V100),
+              PlanDoesNotFitError, PlanFormatError
+  apply       apply_hot_plan, HotColdEmbeddingBagCollection, hot_cold_modules, Placement
+  checkpoint  logical_state_dict / load_logical_state_dict, logical_optimizer_state /
+              load_logical_optimizer_state (gathered); save_checkpoint / load_checkpoint /
+              latest_checkpoint (sharded DCP), CheckpointError
+  runtime     OnlineCounter, rehot_plan, replan, MigrationReport, make_train_pipeline,
+              drain_pipeline, replan_pipelined, uses_cache_prefetch
+  report      build_report, format_report
+"""
+
+from torchrec_hot.checkpoint.gathered import (
     load_logical_optimizer_state,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
+from torchrec_hot.checkpoint.sharded import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError, TablePlan
+from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError
+from torchrec_hot.planner.memory import make_topology
+from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.planner.strategy.cache_stats import ProfileCacheStatistics
+from torchrec_hot.planner.strategy.cost_model import A100, H100, V100, HardwareSpec
+from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.types import Strategy
+from torchrec_hot.profiling.distributed import all_reduce_profile
+from torchrec_hot.profiling.io import ProfileFormatError, load_profile, save_profile
+from torchrec_hot.profiling.merge import merge_profiles
+from torchrec_hot.profiling.profile import PopularityProfile
+from torchrec_hot.report import build_report, format_report
+from torchrec_hot.runtime.migrate import MigrationReport, replan
+from torchrec_hot.runtime.online import OnlineCounter
+from torchrec_hot.runtime.pipeline import (
+    drain_pipeline,
+    make_train_pipeline,
+    replan_pipelined,
+    uses_cache_prefetch,
+)
+from torchrec_hot.runtime.rehot import rehot_plan
+from torchrec_hot.sharding.apply import apply_hot_plan, hot_cold_modules
+from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
+from torchrec_hot.tables.spec import TableSpec
+from torchrec_hot.tables.split import Placement
 
 __all__ = [
+    "A100",
+    "H100",
+    "V100",
+    "CheckpointError",
+    "HardwareSpec",
     "HotColdEmbeddingBagCollection",
     "HotPlan",
     "HotPlanner",
+    "MigrationReport",
+    "OnlineCounter",
+    "Placement",
     "PlanDoesNotFitError",
     "PlanFormatError",
     "PopularityProfile",
+    "ProfileCacheStatistics",
     "ProfileFormatError",
     "Strategy",
     "StrategyOptions",
     "TablePlan",
     "TableSpec",
+    "all_reduce_profile",
     "apply_hot_plan",
+    "build_report",
+    "drain_pipeline",
+    "format_report",
+    "hot_cold_modules",
+    "latest_checkpoint",
+    "load_checkpoint",
     "load_logical_optimizer_state",
     "load_logical_state_dict",
+    "load_profile",
     "logical_optimizer_state",
     "logical_state_dict",
     "make_topology",
+    "make_train_pipeline",
+    "merge_profiles",
+    "rehot_plan",
+    "replan",
+    "replan_pipelined",
+    "retarget_sharding_plan",
+    "save_checkpoint",
+    "save_profile",
+    "uses_cache_prefetch",
 ]

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.profiling.profile import PopularityProfile, WindowSelector
 from torchrec_hot.profiling.stats import good_turing_values
+from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.tables.hottest import hottest_rows
 
 DRIFT_LOSS = 0.10
 DRIFT_Z = 3.0
@@ -68,15 +69,6 @@ def budget_hot_rows(
     return {f"{b:.0%}": allocate_hot_rows(demands, int(b * total)) for b in budgets}
 
 
-def _top_rows(counts: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, counts.shape[0])
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k == counts.shape[0]:
-        return np.arange(k)
-    return np.argpartition(-counts, k - 1)[:k]
-
-
 def evaluate_drift(
     profile: PopularityProfile,
     holdout: PopularityProfile,
@@ -101,7 +93,7 @@ def evaluate_drift(
             ids = (
                 hot_ids[t.name]
                 if label == "plan" and hot_ids is not None and t.name in hot_ids
-                else _top_rows(counts, int(per_table.get(t.name, 0)))
+                else hottest_rows(counts, int(per_table.get(t.name, 0)))
             )
             k = int(ids.shape[0])
             predicted = float(raw[ids].sum()) / n_p

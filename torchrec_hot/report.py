@@ -17,8 +17,8 @@ from torchrec.distributed.types import ParameterSharding
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.plan_io import shard_rows_per_rank
 from torchrec_hot.planner.stock import hbm_fraction
-from torchrec_hot.planner.strategy_summary import StrategySummary
-from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
+from torchrec_hot.planner.strategy.summary import StrategySummary
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torchrec import KeyedJaggedTensor
 
-from torchrec_hot.profiling.chunk import FeatureIds, IdChunk
+from torchrec_hot.data.chunk import FeatureIds, IdChunk
 
 DEFAULT_CHUNK_SAMPLES = 1 << 18
 _BLOCK = 8192  # rows per transpose block (fits L2 with 26 int32 columns)

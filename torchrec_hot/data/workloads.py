@@ -11,20 +11,19 @@ Each table has one of three kinds (`TableKind`):
     its window (drifting too). An id stays active for about 1 / turnover batches and is looked
     up many times meanwhile: what a cache (and look-forward) exploits and a static set cannot.
 One id per feature and sample. `workload_batches` yields KJTs like `synthetic.zipf_batches`;
-stable and drifting tables get exactly the ids of `drift.window_batches`, which is this with
-drifting tables only.
+`window_batches` is this with drifting and stable tables only.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot.data.drift import affine_permutation
 from torchrec_hot.data.synthetic import zipf_ranks
 
 
@@ -34,6 +33,14 @@ class TableKind(str, enum.Enum):
     STABLE = "stable"
     DRIFT = "drift"
     SESSION = "session"
+
+
+def affine_permutation(num_rows: int, rng: np.random.Generator) -> tuple[int, int]:
+    """(a, b) with gcd(a, num_rows) == 1: rank r -> (a * r + b) mod num_rows is a bijection."""
+    a = int(rng.integers(1, max(2, num_rows)))
+    while math.gcd(a, num_rows) != 1:
+        a += 1
+    return a, int(rng.integers(0, max(1, num_rows)))
 
 
 def workload_batches(
@@ -92,3 +99,19 @@ def _draw(
 ) -> np.ndarray:
     a, b = perm
     return (zipf_ranks(num_rows, alpha, size, rng) * a + b) % num_rows
+
+
+def window_batches(
+    tables: Sequence[EmbeddingBagConfig],
+    num_batches: int,
+    batch_size: int,
+    alpha: float = 1.1,
+    window: int = 0,
+    drift_tables: Collection[str] = (),
+    seed: int = 0,
+) -> Iterator[KeyedJaggedTensor]:
+    """`num_batches` KJTs of `batch_size` samples (one id per feature per sample) of window
+    `window`; tables named in `drift_tables` have different hot ids in every window
+    (`workload_batches` with those tables `drift`, the others stable)."""
+    kinds = dict.fromkeys(drift_tables, "drift")
+    return workload_batches(tables, num_batches, batch_size, alpha, kinds, window, seed)

@@ -21,7 +21,7 @@ from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, Shard
 from torchrec.distributed.types import ParameterSharding, ShardingPlan
 
 from torchrec_hot.planner.table_plans import TablePlan
-from torchrec_hot.sharding.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
 
 TABLE_WISE = "table_wise"
 

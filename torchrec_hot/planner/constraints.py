@@ -20,7 +20,7 @@ from torchrec.distributed.planner import ParameterConstraints
 from torchrec.distributed.types import BoundsCheckMode, CacheAlgorithm, CacheParams, CacheStatistics
 
 from torchrec_hot.planner.hot_plan import TablePlan
-from torchrec_hot.sharding.split import COLD_SUFFIX, Placement
+from torchrec_hot.tables.split import COLD_SUFFIX, Placement
 
 
 def is_uvm_part(tp: TablePlan, part_name: str) -> bool:

@@ -19,8 +19,8 @@ from torchrec import EmbeddingBagConfig
 from torchrec.distributed.types import ShardingPlan
 
 from torchrec_hot.planner.plan_io import sharding_plan_from_dict, sharding_plan_to_dict
-from torchrec_hot.planner.strategy_summary import StrategySummary
-from torchrec_hot.sharding.split import Placement, placement_of
+from torchrec_hot.planner.strategy.summary import StrategySummary
+from torchrec_hot.tables.split import Placement, placement_of
 
 FORMAT_VERSION = 1
 _MAGIC = "torchrec-hot-plan"

@@ -24,14 +24,13 @@ from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import CacheStatistics, ShardingPlan
 
-from torchrec_hot.planner.allocation import TableDemand, allocate_hot_rows
-from torchrec_hot.planner.cache_stats import CacheStatisticsOf
 from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
 from torchrec_hot.planner.stock import compare_with_stock, hbm_fraction
-from torchrec_hot.planner.strategy_plan import StrategyEvaluation, StrategyOptions
+from torchrec_hot.planner.strategy.cache_stats import CacheStatisticsOf
+from torchrec_hot.planner.strategy.evaluation import StrategyEvaluation, StrategyOptions
 from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import (
     explain_planner_error,
@@ -40,8 +39,9 @@ from torchrec_hot.planner.torchrec_glue import (
     run_torchrec_planner,
     table_io_bytes,
 )
-from torchrec_hot.profile import PopularityProfile
-from torchrec_hot.sharding.split import (
+from torchrec_hot.profiling.profile import PopularityProfile
+from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.tables.split import (
     COLD_SUFFIX,
     HOT_SUFFIX,
     Placement,

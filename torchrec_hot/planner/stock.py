@@ -25,6 +25,7 @@ from torchrec.distributed.types import ParameterSharding
 from torchrec_hot.planner.hot_plan import StockComparison
 from torchrec_hot.planner.plan_io import rank_bytes
 from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner
+from torchrec_hot.tables.hottest import hot_lookups
 
 
 def hbm_fraction(ps: ParameterSharding, compute_device: str) -> float:
@@ -35,15 +36,6 @@ def hbm_fraction(ps: ParameterSharding, compute_device: str) -> float:
         clf = ps.cache_params.load_factor if ps.cache_params else None
         return float(clf if clf is not None else UVM_CACHING_RATIO)
     return 1.0 if ps.compute_kernel in ("fused", "dense") else 0.0
-
-
-def _top_lookups(counts: np.ndarray, rows: int) -> float:
-    """Lookups of the `rows` most accessed rows."""
-    if rows <= 0:
-        return 0.0
-    if rows >= counts.shape[0]:
-        return float(counts.sum())
-    return float(np.partition(counts, counts.shape[0] - rows)[-rows:].sum())
 
 
 def compare_with_stock(
@@ -68,8 +60,10 @@ def compare_with_stock(
     module_plan = plan.plan[""]
     device = topology.compute_device
     hbm_lookups = {
-        c.name: _top_lookups(
-            counts[c.name], round(hbm_fraction(module_plan[c.name], device) * c.num_embeddings)
+        c.name: float(
+            hot_lookups(
+                counts[c.name], round(hbm_fraction(module_plan[c.name], device) * c.num_embeddings)
+            )
         )
         for c in configs
     }

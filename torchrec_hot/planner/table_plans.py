@@ -11,21 +11,18 @@ from torchrec.distributed.types import ParameterSharding, ShardingPlan
 from torchrec_hot.planner.constraints import is_uvm_part
 from torchrec_hot.planner.hot_plan import TablePlan
 from torchrec_hot.planner.plan_io import rank_bytes
-from torchrec_hot.sharding.split import split_module_path, split_table_configs
+from torchrec_hot.tables.hottest import hottest_rows
+from torchrec_hot.tables.split import split_module_path, split_table_configs
 
 
 def table_plan_from_counts(
     config: EmbeddingBagConfig, counts: np.ndarray, hot_rows: int, bytes_per_row: int
 ) -> TablePlan:
-    """The `hot_rows` most accessed rows of a table (ties, zero counts included, broken by
-    smaller id), sorted."""
+    """The plan of a table whose `hot_rows` hottest rows (`tables.hottest`) are hot."""
     if hot_rows >= config.num_embeddings:
         hot_ids = np.arange(config.num_embeddings, dtype=np.int64)
     else:
-        top = _top_rows(counts, hot_rows)
-        if top.size < hot_rows:  # fewer rows were seen than there are hot slots
-            top = np.concatenate([top, np.flatnonzero(counts == 0)[: hot_rows - top.size]])
-        hot_ids = np.sort(top).astype(np.int64)
+        hot_ids = hottest_rows(counts, hot_rows)
     return TablePlan(
         name=config.name,
         num_embeddings=config.num_embeddings,
@@ -36,22 +33,6 @@ def table_plan_from_counts(
         hot_lookups=int(counts[hot_ids].sum()),
         row_bytes=bytes_per_row,
     )
-
-
-def _top_rows(counts: np.ndarray, k: int) -> np.ndarray:
-    """Ids of the (at most) `k` rows with the highest non-zero counts, ties broken by smaller
-    id: what a stable argsort by descending count gives, in O(rows) (a partition for the k-th
-    count, then every row above it and the smallest ids at it)."""
-    nonzero = np.flatnonzero(counts)
-    if k <= 0:
-        return nonzero[:0]
-    values = counts[nonzero]
-    if k >= values.size:
-        return nonzero
-    kth = np.partition(values, values.size - k)[values.size - k]  # k-th largest count
-    above = nonzero[values > kth]
-    at = nonzero[values == kth][: k - above.size]  # nonzero ascends: smallest ids first
-    return np.concatenate([above, at])
 
 
 def plan_rank_bytes(

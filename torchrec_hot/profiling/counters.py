@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from torchrec_hot.profiling.spec import TableSpec
+from torchrec_hot.tables.spec import TableSpec
 
 EXACT_BYTES_PER_ROW = 8
 SKETCH_BYTES_PER_COUNTER = 16

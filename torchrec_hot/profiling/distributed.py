@@ -59,7 +59,7 @@ def all_reduce_profile(profile: PopularityProfile, group: dist.ProcessGroup | No
 
 def _shadow(profile: PopularityProfile, meta: tuple) -> PopularityProfile:
     """A counter-less profile with a rank's tables, modes and windows, to check compatibility."""
-    from torchrec_hot.profiling.spec import TableSpec
+    from torchrec_hot.tables.spec import TableSpec
 
     tables, capacities, windows = meta
     shadow = PopularityProfile(

@@ -22,12 +22,16 @@ import numpy as np
 
 from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch
 from torchrec_hot.profiling.profile import DEFAULT_WINDOW, PopularityProfile, Window
-from torchrec_hot.profiling.spec import ProfileFormatError, TableSpec
 from torchrec_hot.profiling.trace import TraceRun
+from torchrec_hot.tables.spec import TableSpec
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAGIC = "torchrec-hot-profile"
+
+
+class ProfileFormatError(ValueError):
+    """A profile file is missing, truncated, corrupt or of an unknown format version."""
 
 
 def save_profile(profile: PopularityProfile, path: str | Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch
 from torchrec_hot.profiling.profile import PopularityProfile, Window
-from torchrec_hot.profiling.spec import table_differences
+from torchrec_hot.tables.spec import table_differences
 
 
 def merge_compatibility(profiles: Sequence[PopularityProfile]) -> list[str]:

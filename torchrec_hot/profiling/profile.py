@@ -24,20 +24,18 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot.profiling.chunk import IdChunk, sample_chunk, sum_squares, validate_chunk
+from torchrec_hot.data.chunk import IdChunk, sample_chunk, sum_squares, validate_chunk
 from torchrec_hot.profiling.counters import (
     Counter,
     ExactCounter,
     HeavyHitterSketch,
     plan_sketch_capacities,
 )
-from torchrec_hot.profiling.spec import TableSpec, as_specs, table_differences
 from torchrec_hot.profiling.stats import (
     HotShare,
     exact_hot_share,
@@ -46,9 +44,7 @@ from torchrec_hot.profiling.stats import (
     sketch_hot_share,
 )
 from torchrec_hot.profiling.trace import IdTrace
-
-if TYPE_CHECKING:
-    from torchrec_hot.profiling.legacy import LegacyCounts
+from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
 
 DEFAULT_WINDOW = "default"
 DEFAULT_TRACE_IDS = 1 << 21
@@ -278,14 +274,6 @@ class PopularityProfile:
         w = self.window()
         w.num_batches += int(value) - self.num_batches
 
-    @property
-    def _counts(self) -> LegacyCounts:
-        """0.1 API: `profile._counts[table]` is an int64 tensor of the current window's exact
-        counts; assigning one replaces them (`profile._counts[t] += extra` works)."""
-        from torchrec_hot.profiling.legacy import LegacyCounts
-
-        return LegacyCounts(self)
-
     def mode(self, table: str) -> str:
         """ "exact" or "sketch"."""
         self.table(table)
@@ -376,31 +364,3 @@ class PopularityProfile:
     def nbytes(self) -> int:
         """Bytes held by the counters of all windows (sketches at capacity)."""
         return sum(c.nbytes for w in self._windows.values() for c in w.counters.values())
-
-    # ---- files, merging -----------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the profile to one `.npz` file (format version 2, see `profiling.io`)."""
-        from torchrec_hot.profiling.io import save_profile
-
-        save_profile(self, path)
-
-    @staticmethod
-    def load(path: str | os.PathLike) -> PopularityProfile:
-        """Reads a profile file (format 1 or 2); raises `ProfileFormatError` on a bad file."""
-        from torchrec_hot.profiling.io import load_profile
-
-        return load_profile(path)
-
-    @staticmethod
-    def merge(*profiles: PopularityProfile) -> PopularityProfile:
-        """A new profile with the input of all `profiles` (e.g. from separate jobs); raises
-        `ValueError` listing every incompatibility."""
-        from torchrec_hot.profiling.merge import merge_profiles
-
-        return merge_profiles(*profiles)
-
-    def all_reduce(self, group: object | None = None) -> None:
-        """Under torch.distributed, merges every rank's profile into this one, on every rank."""
-        from torchrec_hot.profiling.distributed import all_reduce_profile
-
-        all_reduce_profile(self, group)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from torchrec_hot.profiling.chunk import IdChunk
+from torchrec_hot.data.chunk import IdChunk
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`apply_hot_plan`: swap a model's EmbeddingBagCollection for its hot/cold version.
+"""`apply_hot_plan`: swap a model's EmbeddingBagCollection for its hot/cold version;
+`hot_cold_modules`: find the swapped modules in a model.
 
     model = DLRM(embedding_bag_collection=EmbeddingBagCollection(tables, device="meta"), ...)
     apply_optimizer_in_backward(RowWiseAdagrad, model.sparse_arch.parameters(), {"lr": 0.01})
@@ -13,18 +14,15 @@ to the split tables too, so DMP builds the same fused optimizer for them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 from torchrec import EmbeddingBagCollection
+from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-from torchrec_hot.profile import TableSpec, table_differences
+from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
-from torchrec_hot.sharding.split import split_module_path
-
-if TYPE_CHECKING:  # the planner imports this package's naming; keep the import one-way
-    from torchrec_hot.planner.hot_plan import HotPlan
+from torchrec_hot.tables.spec import TableSpec, table_differences
+from torchrec_hot.tables.split import split_module_path
 
 
 def check_plan_matches(ebc: EmbeddingBagCollection, plan: HotPlan) -> None:
@@ -69,6 +67,19 @@ def apply_hot_plan(
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, name, hot_cold)
     return model
+
+
+def hot_cold_modules(model: nn.Module) -> dict[str, HotColdEmbeddingBagCollection]:
+    """State-dict prefix (e.g. "sparse_arch.embedding_bag_collection.") -> hot/cold module of
+    a plain or DistributedModelParallel model ("" when the model is the module itself)."""
+    root = model.module if isinstance(model, DistributedModelParallel) else model
+    if isinstance(root, HotColdEmbeddingBagCollection):
+        return {"": root}
+    return {
+        f"{name}.": m
+        for name, m in root.named_modules()
+        if isinstance(m, HotColdEmbeddingBagCollection)
+    }
 
 
 def _carry_fused_optimizer(ebc: EmbeddingBagCollection, hot_cold: nn.Module) -> None:

@@ -26,7 +26,7 @@ separately); gradients and optimizer updates reach exactly the rows, with exactl
 the stock module (see tests/test_hot_cold_ebc.py for what is bit-exact).
 
 The state-dict hooks live in `hot_cold_state.py`, the merge of sharded outputs in
-`hot_cold_merge.py`.
+`hot_cold_merge.py`; how rows, state and keys split and merge is `tables.rows.LogicalTable`.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from torchrec_hot.sharding.hot_cold_state import (
     split_state_dict_pre_hook,
 )
 from torchrec_hot.sharding.presum import Presum, presum_sharded_ebc
-from torchrec_hot.sharding.remap import KJTRemapper
-from torchrec_hot.sharding.row_split import merge_rows
-from torchrec_hot.sharding.split import (
+from torchrec_hot.sharding.remap.remapper import KJTRemapper
+from torchrec_hot.tables.rows import LogicalTable
+from torchrec_hot.tables.split import (
     SPLIT_MODULE_ATTR,
     Placement,
     placement_of,
@@ -263,17 +263,26 @@ class HotColdEmbeddingBagCollection(nn.Module):
             self._presum = presum_sharded_ebc(inner, pairs)
         return self._presum
 
+    def logical_tables(self) -> list[LogicalTable]:
+        """Each logical table with its hot ids (CPU): the codec of its rows, state and keys."""
+        return [
+            LogicalTable(
+                t.name,
+                t.num_embeddings,
+                t.embedding_dim,
+                self.remapper.hot_ids(t.name).cpu()
+                if self._placements[t.name] is Placement.SPLIT
+                else None,
+            )
+            for t in self._tables
+        ]
+
     def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
         bags = self.split_module.embedding_bags
         out: dict[str, torch.Tensor | None] = {}
-        for t in self._tables:
-            parts = [of_param(bags[p].weight) for p in self._parts[t.name]]
-            if any(p is None for p in parts):
-                out[t.name] = None
-            elif len(parts) == 1:
-                out[t.name] = parts[0]
-            else:
-                out[t.name] = merge_rows(*parts, self.hot_ids(t.name))
+        for table in self.logical_tables():
+            parts = [of_param(bags[p].weight) for p in table.parts()]
+            out[table.name] = None if any(p is None for p in parts) else table.merge(parts)
         return out
 
     def logical_weights(self) -> dict[str, torch.Tensor]:

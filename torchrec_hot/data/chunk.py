@@ -1,0 +1,135 @@
+"""`IdChunk`: the ids of a run of consecutive samples, per feature; what readers yield.
+
+A chunk holds, for each feature, a 1-D tensor of ids (int32 or int64) and optionally per-sample
+lengths (`lengths[s]` ids of sample `s`, in sample order); `lengths=None` means exactly one id
+per sample (Criteo's sparse columns). Chunks are the unit of validation: a profile checks every
+feature of a chunk before it counts any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchrec import KeyedJaggedTensor
+
+from torchrec_hot.tables.spec import TableSpec
+
+
+@dataclass(frozen=True)
+class FeatureIds:
+    """One feature's ids in a chunk: `values` (1-D int), `lengths` (per sample) or None."""
+
+    values: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def sample_offsets(self, num_samples: int) -> torch.Tensor:
+        """int64 offsets (num_samples + 1,) of each sample's ids in `values`."""
+        if self.lengths is None:
+            return torch.arange(num_samples + 1, dtype=torch.int64)
+        offsets = torch.zeros(num_samples + 1, dtype=torch.int64)
+        torch.cumsum(self.lengths.to(torch.int64), 0, out=offsets[1:])
+        return offsets
+
+
+@dataclass(frozen=True)
+class IdChunk:
+    """`num_samples` consecutive samples: `features[name]` holds that feature's ids."""
+
+    num_samples: int
+    features: dict[str, FeatureIds]
+
+    def __post_init__(self) -> None:
+        for name, f in self.features.items():
+            if f.values.dim() != 1:
+                raise ValueError(f"feature {name!r}: ids must be 1-D, got shape {f.values.shape}")
+            expected = self.num_samples if f.lengths is None else int(f.lengths.sum())
+            if f.lengths is not None and f.lengths.numel() != self.num_samples:
+                raise ValueError(
+                    f"feature {name!r}: {f.lengths.numel()} lengths for {self.num_samples} samples"
+                )
+            if f.values.numel() != expected:
+                raise ValueError(
+                    f"feature {name!r}: {f.values.numel()} ids, lengths say {expected}"
+                )
+
+    @property
+    def num_ids(self) -> int:
+        return sum(int(f.values.numel()) for f in self.features.values())
+
+    @staticmethod
+    def from_kjt(kjt: KeyedJaggedTensor) -> IdChunk:
+        """One chunk from one KJT (a batch of `kjt.stride()` samples); weights are ignored."""
+        keys = kjt.keys()
+        if kjt.variable_stride_per_key():
+            raise ValueError(
+                "KJTs with a variable stride per key (VBE) are not supported: "
+                "profile the batch before it is made variable-batch"
+            )
+        values = kjt.values().to("cpu")
+        if values.dtype not in (torch.int32, torch.int64):
+            values = values.to(torch.int64)
+        lengths = kjt.lengths().to("cpu").view(len(keys), -1) if keys else None
+        per_key = values.split(kjt.length_per_key())
+        stride = int(kjt.stride())
+        return IdChunk(
+            stride,
+            {
+                key: FeatureIds(ids, lengths[i] if lengths is not None else None)
+                for i, (key, ids) in enumerate(zip(keys, per_key, strict=True))
+            },
+        )
+
+
+def validate_chunk(
+    chunk: IdChunk, feature_to_table: Mapping[str, str], tables: Mapping[str, TableSpec]
+) -> None:
+    """Raises `ValueError` for a feature of no table, or an id outside its table's rows
+    (naming the feature, the table, its rows and the id)."""
+    unknown = [k for k in chunk.features if k not in feature_to_table]
+    if unknown:
+        raise ValueError(
+            f"features {unknown} belong to no table of the profile "
+            f"(known features: {sorted(feature_to_table)})"
+        )
+    for key, f in chunk.features.items():
+        if f.values.numel() == 0:
+            continue
+        table = tables[feature_to_table[key]]
+        low, high = (int(v) for v in torch.aminmax(f.values))
+        if low < 0 or high >= table.num_embeddings:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"feature {key!r} (table {table.name!r}, {table.num_embeddings} rows) has "
+                f"id {bad}, outside [0, {table.num_embeddings})"
+            )
+
+
+def sample_chunk(chunk: IdChunk, rate: float, rng: np.random.Generator) -> IdChunk:
+    """The chunk's samples each kept with probability `rate` (all their ids, every feature)."""
+    keep_np = rng.random(chunk.num_samples) < rate
+    keep = torch.from_numpy(keep_np)
+    rows = torch.from_numpy(np.flatnonzero(keep_np))  # index_select beats a bool mask
+    features = {}
+    for name, f in chunk.features.items():
+        if f.lengths is None:
+            features[name] = FeatureIds(f.values.index_select(0, rows))
+        else:
+            mask = np.repeat(keep_np, f.lengths.numpy().astype(np.int64, copy=False))
+            features[name] = FeatureIds(f.values[torch.from_numpy(mask)], f.lengths[keep])
+    return IdChunk(int(keep_np.sum()), features)
+
+
+def sum_squares(chunk: IdChunk, feature_to_table: Mapping[str, str]) -> dict[str, int]:
+    """Per table, the sum over the chunk's samples of (the table's ids in the sample)^2."""
+    per_sample: dict[str, torch.Tensor | int] = {}
+    for name, f in chunk.features.items():
+        table = feature_to_table[name]
+        x = 1 if f.lengths is None else f.lengths.to(torch.int64)
+        per_sample[table] = per_sample.get(table, 0) + x
+    return {
+        t: int(x) ** 2 * chunk.num_samples if isinstance(x, int) else int((x * x).sum())
+        for t, x in per_sample.items()
+    }

@@ -1,0 +1,342 @@
+"""Per-table strategy planning: traces -> traffic curves -> choice -> table plans and a summary.
+
+`StrategyEvaluation` is built once per `HotPlanner.plan` call when the planner was given
+`StrategyOptions`:
+  1. per table, the held-out global batches (`StrategyOptions.holdout`'s trace, else the
+     profile's own trace; at most `max_batches`, cut to `world_size x batch_size` samples);
+  2. `strategy_sim.evaluate_table` on a grid of HBM sizes per table: 0, a geometric series up
+     to the rows the whole budget could hold, and the hot rows the static allocation
+     (`allocate_hot_rows`) gives at the full and the half budget, so the choice can always
+     reproduce the plain static plan;
+  3. `strategy_choice.choose_strategies` under a total budget (the planner shrinks it when a
+     rank overflows) -> one `TablePlan` per table:
+       STATIC k rows   -> hot/cold split with k hot rows (whole HBM / UVM at k = N / 0),
+       LRU/LFU cache   -> whole table in UVM behind a cache of `hbm_rows` slots,
+       LOOK_FORWARD    -> the same with `prefetch=True` (LRU, TorchRec's prefetch pipeline),
+       STATIC_LOOK_FORWARD -> split, the cold half behind a prefetched cache,
+       ALL_HBM / ALL_UVM -> whole table in HBM / UVM;
+  4. a `StrategySummary` for the report: per table the choice and runner-up with modeled ms,
+     and the whole model's modeled embedding ms for ours, stock TorchRec's plan (its kernels
+     mapped to strategies: fused -> all HBM, fused_uvm -> all UVM, fused_uvm_caching -> the
+     simulated cache at its load factor), all static (FAE), all LRU cache, all look-forward and
+     all HBM (budget ignored: the limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchrec import EmbeddingBagConfig
+from torchrec.distributed.types import ShardingPlan
+from tqdm import tqdm
+
+from torchrec_hot.planner.hot_plan import TablePlan
+from torchrec_hot.planner.stock import hbm_fraction
+from torchrec_hot.planner.strategy.choice import Choice, choose_strategies
+from torchrec_hot.planner.strategy.cost_model import H100, CostModel, HardwareSpec, TableSpec
+from torchrec_hot.planner.strategy.simulate import evaluate_table, holdout_batches
+from torchrec_hot.planner.strategy.summary import StrategySummary, TableStrategy
+from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
+from torchrec_hot.planner.table_plans import table_plan_from_counts
+from torchrec_hot.profiling.profile import PopularityProfile
+from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+
+# single-strategy plans the summary compares with: name -> strategies allowed
+ALTERNATIVES: dict[str, tuple[Strategy, ...]] = {
+    "all static (FAE)": (Strategy.STATIC,),
+    "all lru cache": (Strategy.LRU_CACHE, Strategy.ALL_HBM, Strategy.ALL_UVM),
+    "all look-forward": (Strategy.LOOK_FORWARD, Strategy.ALL_HBM, Strategy.ALL_UVM),
+}
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """How `HotPlanner` chooses strategies per table.
+
+    Attributes:
+        hardware: bandwidths of one rank for the cost model (`cost_model.H100`, `A100`, ...).
+        look_ahead: batches of look-ahead of look-forward caches (1: TorchRec's prefetch).
+        holdout: a profile of held-out input whose trace the strategies are measured on
+            (None: the planned profile's own trace).
+        strategies: the strategies a table may get (ALL_HBM and ALL_UVM are always allowed).
+        sizes_per_table: HBM sizes simulated per table (the geometric part of the grid).
+        max_batches: most held-out global batches simulated per table.
+        dense_ms: dense compute per step and rank, widening the window that hides prefetches.
+    """
+
+    hardware: HardwareSpec = H100
+    look_ahead: int = 1
+    holdout: PopularityProfile | None = None
+    strategies: tuple[Strategy, ...] = tuple(Strategy)
+    sizes_per_table: int = 7
+    max_batches: int = 16
+    dense_ms: float = 0.0
+
+
+class StrategyEvaluation:
+    """Traffic curves of every table on held-out batches, and choices under a budget.
+
+    Args:
+        configs: the logical tables.
+        counts: profiled lookups per row of each table (int64, (rows,)).
+        demands: the tables' `TableDemand`s from those counts (as HotPlanner built them).
+        profile: the planned profile (its trace is the fallback hold-out).
+        options: see `StrategyOptions`.
+        world_size / batch_size: ranks and samples per rank per step.
+        local_world_size: ranks per host (the all-to-all crosses hosts beyond it; None: all
+            ranks on one host).
+        optimizer_class: the fused optimizer (its state is charged per row).
+        total_budget_bytes: HBM for rows and caches, all ranks together (the grid's top).
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[EmbeddingBagConfig],
+        counts: Mapping[str, np.ndarray],
+        demands: Sequence[TableDemand],
+        profile: PopularityProfile,
+        options: StrategyOptions,
+        world_size: int,
+        batch_size: int,
+        optimizer_class: type[torch.optim.Optimizer] | None,
+        total_budget_bytes: int,
+        local_world_size: int | None = None,
+    ) -> None:
+        self.configs = list(configs)
+        self.counts = counts
+        self.options = options
+        source = options.holdout if options.holdout is not None else profile
+        self.source = source  # the profile whose trace the strategies are measured on
+        self.evaluated_on = "hold-out trace" if options.holdout is not None else "profile trace"
+        if options.holdout is not None:
+            options.holdout.check_matches(self.configs, check_dims=False)
+        specs = {c.name: TableSpec.from_config(c, optimizer_class) for c in self.configs}
+        self.row_bytes = {name: s.row_bytes for name, s in specs.items()}
+        self.cost_model = CostModel(
+            options.hardware, world_size, specs, batch_size,
+            local_world_size=local_world_size, dense_ms=options.dense_ms,
+        )  # fmt: skip
+        global_batch = world_size * batch_size
+        self.batches: dict[str, list[np.ndarray]] = {}
+        for c in self.configs:
+            batches = holdout_batches(source, c.name, global_batch)[: options.max_batches]
+            if not batches:
+                raise ValueError(
+                    f"no held-out batches of table {c.name!r} to evaluate strategies on: the "
+                    f"{self.evaluated_on} is empty (profile with trace_max_ids > 0, at least "
+                    f"{global_batch} samples per run, or pass StrategyOptions(holdout=...))"
+                )
+            self.batches[c.name] = batches
+        allowed = set(options.strategies) | {Strategy.ALL_HBM, Strategy.ALL_UVM}
+        self.curves: dict[str, dict[Strategy, list[TableTraffic]]] = {}
+        self._choices: dict[tuple[int, tuple[Strategy, ...] | None], Choice] = {}
+        self._plain: dict[tuple[str, int], TablePlan] = {}
+        static = [
+            allocate_hot_rows(demands, int(share * total_budget_bytes)) for share in (1.0, 0.5)
+        ]
+        tables = tqdm(self.configs, desc="simulating strategies", unit="table", leave=False,
+                      disable=None, file=sys.stderr)  # shown on a terminal only
+        for c in tables:
+            sizes = self._sizes(c, total_budget_bytes, [s[c.name] for s in static])
+            curves = evaluate_table(
+                c.name, counts[c.name], self.batches[c.name], sizes, look_ahead=options.look_ahead
+            )
+            self.curves[c.name] = {s: v for s, v in curves.items() if s in allowed}
+
+    def _sizes(
+        self, config: EmbeddingBagConfig, total_budget_bytes: int, static_rows: Sequence[int]
+    ) -> list[int]:
+        """HBM sizes (rows, all ranks) to simulate for one table (module docstring);
+        `static_rows`: the table's hot rows under the static allocation at some budgets."""
+        rows = config.num_embeddings
+        top = min(rows, total_budget_bytes // self.row_bytes[config.name])
+        sizes = {0, *static_rows}
+        if top >= 1:
+            low = min(top, max(32, rows // 10_000))
+            n = self.options.sizes_per_table
+            sizes |= {int(round(x)) for x in np.geomspace(low, top, n)}
+        return sorted(s for s in sizes if 0 <= s <= rows)
+
+    def choose(
+        self, total_bytes: int, strategies: Sequence[Strategy] | None = None
+    ) -> Choice:
+        """The best option per table within `total_bytes` (only `strategies`, when given)."""
+        key = (max(0, total_bytes), tuple(strategies) if strategies is not None else None)
+        if key not in self._choices:
+            curves = self.curves
+            if strategies is not None:
+                keep = set(strategies)
+                curves = {
+                    t: {s: v for s, v in by.items() if s in keep} for t, by in self.curves.items()
+                }
+            self._choices[key] = choose_strategies(
+                curves, self.row_bytes, key[0], self.cost_model
+            )
+        return self._choices[key]
+
+    def choose_best(self, total_bytes: int) -> Choice:
+        """`choose` over all allowed strategies, or a single-strategy plan where the search
+        (a heuristic, see `strategy_choice`) found one better: never worse than any of them.
+        Among choices of the same modeled time (relative 1e-12), the one that moves the
+        fewest bytes over the host link (critical and background)."""
+        candidates = [self.choose(total_bytes)] + [
+            self.choose(total_bytes, allowed) for allowed in self._alternatives().values()
+        ]
+        fastest = min(c.embedding_ms for c in candidates)
+        tied = [c for c in candidates if c.embedding_ms <= fastest * (1 + 1e-12)]
+        return min(tied, key=lambda c: sum(t.link_bytes for t in c.breakdown.tables.values()))
+
+    def _alternatives(self) -> dict[str, tuple[Strategy, ...]]:
+        allowed = set(self.options.strategies) | {Strategy.ALL_HBM, Strategy.ALL_UVM}
+        return {name: a for name, a in ALTERNATIVES.items() if set(a) <= allowed}
+
+    def table_plans(self, choice: Choice) -> list[TablePlan]:
+        """One `TablePlan` per table from `choice`."""
+        out = []
+        for c in self.configs:
+            traffic = choice.tables[c.name].chosen.traffic
+            out.append(_table_plan(c, traffic, self._plain_plan))
+        return out
+
+    def _plain_plan(self, config: EmbeddingBagConfig, hot_rows: int) -> TablePlan:
+        """The plain hot/cold plan of a table with `hot_rows` hot rows (cached: the planner's
+        rounds ask for the same ones again)."""
+        key = (config.name, hot_rows)
+        if key not in self._plain:
+            self._plain[key] = table_plan_from_counts(
+                config, self.counts[config.name], hot_rows, self.row_bytes[config.name]
+            )
+        return self._plain[key]
+
+    def summary(
+        self, choice: Choice, stock: ShardingPlan | None, table_plans: Sequence[TablePlan] = ()
+    ) -> StrategySummary:
+        """The report's view of `choice` beside stock TorchRec and the single strategies;
+        `table_plans` (the plan's, when given) name what each table became (a look-forward
+        split whose cache got no slots is a static split)."""
+        became = {tp.name: tp.strategy for tp in table_plans}
+        tables = []
+        for c in self.configs:
+            tc = choice.tables[c.name]
+            cost = choice.breakdown.tables[c.name]
+            runner = tc.runner_up
+            tables.append(TableStrategy(
+                table=c.name,
+                strategy=became.get(c.name, tc.chosen.strategy.value),
+                hbm_rows=tc.chosen.hbm_rows,
+                modeled_ms=tc.chosen_ms,
+                runner_up=runner.strategy.value if runner is not None else "",
+                runner_up_ms=float(tc.runner_up_ms or 0.0),
+                hbm_hit_rate=tc.chosen.traffic.hbm_hit_rate,
+                host_link_bytes=cost.link_bytes,
+            ))
+        picks: dict[str, Sequence[TableTraffic] | None] = {
+            "ours": [choice.tables[c.name].chosen.traffic for c in self.configs],
+            "stock TorchRec": self._stock_traffic(stock),
+        }
+        for name, allowed in self._alternatives().items():
+            alt = self.choose(choice.budget_bytes, allowed)
+            picks[name] = [alt.tables[c.name].chosen.traffic for c in self.configs]
+        picks["all HBM (limit)"] = [self.curves[c.name][Strategy.ALL_HBM][0] for c in self.configs]
+        ms, hit, link = {}, {}, {}
+        for name, traffic in picks.items():
+            if traffic is None:
+                ms[name], hit[name], link[name] = math.nan, math.nan, math.nan
+                continue
+            breakdown = self.cost_model.evaluate(traffic)
+            ms[name] = breakdown.embedding_ms
+            lookups = sum(t.lookups for t in traffic)
+            hit[name] = sum(t.hbm_hit_rate * t.lookups for t in traffic) / max(lookups, 1e-12)
+            link[name] = sum(c.link_bytes for c in breakdown.tables.values())
+        b = choice.breakdown
+        notes = (
+            f"ours: HBM {b.hbm_ms:.4f} ms + host link on the critical path {b.link_ms:.4f} ms + "
+            f"exposed prefetch {b.exposed_ms:.4f} ms (prefetch {b.background_ms:.4f} ms overlaps "
+            f"a window of {b.window_ms:.4f} ms = HBM time + all-to-all {b.a2a_ms:.4f} ms + dense "
+            f"{b.dense_ms:.4f} ms; prefetches are hidden while they fit the window)",
+            f"choice within {choice.embedding_ms - choice.lower_bound_ms:.4f} ms of the best "
+            f"possible (lower bound {choice.lower_bound_ms:.4f} ms)",
+        )
+        return StrategySummary(
+            hardware=self.options.hardware.name,
+            lookahead=self.options.look_ahead,
+            evaluated_on=self.evaluated_on,
+            tables=tuple(tables),
+            model_ms=ms,
+            model_hit_rate=hit,
+            model_link_bytes=link,
+            notes=notes,
+        )
+
+    def _stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
+        """Stock TorchRec's plan as traffic: its kernel (and cache) per table, simulated."""
+        if stock is None or not stock.plan:
+            return None
+        module = next(iter(stock.plan.values()))
+        out = []
+        for c in self.configs:
+            ps = module[c.name]
+            curves = self.curves[c.name]
+            if ps.compute_kernel in ("fused", "dense"):
+                out.append(curves[Strategy.ALL_HBM][0])
+            elif ps.compute_kernel == "fused_uvm_caching":
+                params = ps.cache_params
+                clf = hbm_fraction(ps, "cuda")  # its load factor, or TorchRec's default
+                lfu = params is not None and params.algorithm is not None and (
+                    params.algorithm.name == "LFU")
+                strategy = Strategy.LFU_CACHE if lfu else Strategy.LRU_CACHE
+                if params is not None and params.prefetch_pipeline:
+                    strategy = Strategy.LOOK_FORWARD
+                size = max(1, int(clf * c.num_embeddings))
+                sim = evaluate_table(c.name, self.counts[c.name], self.batches[c.name], [size],
+                                     look_ahead=self.options.look_ahead, strategies=[strategy])
+                out.append(sim[strategy][0])
+            else:
+                out.append(curves[Strategy.ALL_UVM][0])
+        return out
+
+
+def _table_plan(
+    config: EmbeddingBagConfig,
+    traffic: TableTraffic,
+    plain_plan: Callable[[EmbeddingBagConfig, int], TablePlan],
+) -> TablePlan:
+    """The `TablePlan` that realises one chosen option (module docstring, step 3)."""
+    rows = config.num_embeddings
+    s = traffic.strategy
+    if s is Strategy.ALL_HBM:
+        hot, cache = rows, 0
+    elif s is Strategy.ALL_UVM:
+        hot, cache = 0, 0
+    elif s is Strategy.STATIC:
+        hot, cache = min(rows, traffic.hbm_rows), 0
+    elif s is Strategy.STATIC_LOOK_FORWARD:
+        hot = min(rows, traffic.hot_rows)
+        cache = traffic.hbm_rows - hot
+    else:
+        hot, cache = 0, traffic.hbm_rows
+    if cache > 0 and cache >= rows - hot:  # a cache as large as the UVM rows: all in HBM
+        hot, cache = rows, 0
+    base = plain_plan(config, hot)
+    if cache <= 0:  # what the table became: a plain split, or a whole table
+        label = {0: Strategy.ALL_UVM, rows: Strategy.ALL_HBM}.get(hot, Strategy.STATIC)
+        if s is Strategy.STATIC:  # a static choice of 0 or all rows stays "static"
+            label = s
+        return _with(base, strategy=label.value)
+    return _with(
+        base,
+        strategy=s.value,
+        cache_rows=int(cache),
+        cache_algorithm=s.cache_algorithm,
+        prefetch=s.prefetched,
+    )
+
+
+def _with(tp: TablePlan, **changes: object) -> TablePlan:
+    return dataclasses.replace(tp, **changes)  # type: ignore[arg-type]
