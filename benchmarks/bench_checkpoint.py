@@ -32,11 +32,17 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from tqdm import tqdm
 
-from torchrec_hot import HotPlanner, PopularityProfile, apply_hot_plan, make_topology
-from torchrec_hot.checkpoint.sharded import load_checkpoint, save_checkpoint
-from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.runtime.migrate import replan
-from torchrec_hot.runtime.rehot import rehot_plan
+from torchrec_hot import (
+    HotPlanner,
+    PopularityProfile,
+    apply_hot_plan,
+    load_checkpoint,
+    make_topology,
+    rehot_plan,
+    replan,
+    save_checkpoint,
+)
+from torchrec_hot.data import criteo_tables, zipf_batches
 
 
 class _Model(nn.Module):

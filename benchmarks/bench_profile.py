@@ -65,9 +65,9 @@ def make_input(samples: int, alpha: float) -> Path:
 
 # ---- methods, each run in a fresh process ------------------------------------------------
 def _ours(path: str, mode: str) -> dict:
+    from torchrec_hot import PopularityProfile
     from torchrec_hot.data.readers import open_source
     from torchrec_hot.data.synthetic import criteo_tables
-    from torchrec_hot.profiling.profile import PopularityProfile
 
     tables = criteo_tables("criteo-terabyte")
     rows = sum(t.num_embeddings for t in tables)

@@ -47,25 +47,28 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
-from torchrec_hot import HotPlan, apply_hot_plan, make_topology
-from torchrec_hot.checkpoint.gathered import (
+from torchrec_hot import (
+    HotPlan,
+    OnlineCounter,
+    apply_hot_plan,
+    build_report,
+    drain_pipeline,
+    format_report,
     hot_cold_modules,
+    latest_checkpoint,
+    load_checkpoint,
     load_logical_state_dict,
     logical_state_dict,
-)
-from torchrec_hot.checkpoint.sharded import latest_checkpoint, load_checkpoint, save_checkpoint
-from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.report import build_report, format_report
-from torchrec_hot.runtime.migrate import replan
-from torchrec_hot.runtime.online import OnlineCounter
-from torchrec_hot.runtime.pipeline import (
-    drain_pipeline,
+    make_topology,
     make_train_pipeline,
+    rehot_plan,
+    replan,
     replan_pipelined,
+    retarget_sharding_plan,
+    save_checkpoint,
     uses_cache_prefetch,
 )
-from torchrec_hot.runtime.rehot import rehot_plan
+from torchrec_hot.data import criteo_tables, zipf_batches
 
 MODULE_PATH = "model.sparse_arch.embedding_bag_collection"
 DENSE_FEATURES = 13
