@@ -8,19 +8,14 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
+from tests.builders import hot_plan, tables_of, zipf_profile
 from torchrec_hot import (
     HotColdEmbeddingBagCollection,
-    HotPlanner,
-    PopularityProfile,
+    HotPlan,
     apply_hot_plan,
-    make_topology,
 )
-from torchrec_hot.data.synthetic import zipf_batches
 
-
-def _tables(sizes=(3000, 200, 7)) -> list[EmbeddingBagConfig]:
-    return [EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=16,
-                               feature_names=[f"f{i}"]) for i, n in enumerate(sizes)]
+SIZES, DIM = [3000, 200, 7], 16
 
 
 class _Model(nn.Module):
@@ -31,17 +26,17 @@ class _Model(nn.Module):
         self.dense = nn.Linear(4, 4)
 
 
-def _plan(tables):
+def _plan(tables: list[EmbeddingBagConfig]) -> HotPlan:
+    """A CPU plan (2 ranks, 16 KiB each) of `sparse.ebc` from a fresh Zipf profile."""
     seed = int(np.random.default_rng().integers(2**31))
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 4, 256, 1.2, seed=seed))
-    planner = HotPlanner(make_topology(2, "cpu"), 16 * 1024, batch_size=64,
-                         compare_with_stock=False)
-    return planner.plan(tables, profile, module_path="sparse.ebc")
+    plan, _ = hot_plan(tables, zipf_profile(tables, seed), budget=16 * 1024, batch_size=64,
+                       module_path="sparse.ebc")
+    return plan
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_swaps_the_planned_module_and_keeps_weights_and_optimizer(device):
-    tables = _tables()
+    tables = tables_of(SIZES, DIM)
     model = _Model(tables, device)
     apply_optimizer_in_backward(RowWiseAdagrad, model.sparse.ebc.parameters(), {"lr": 0.02})
     before = {k: v.clone() for k, v in model.sparse.ebc.state_dict().items()}
@@ -60,8 +55,8 @@ def test_swaps_the_planned_module_and_keeps_weights_and_optimizer(device):
 
 
 def test_a_plan_that_does_not_match_the_model_touches_nothing():
-    plan = _plan(_tables())
-    model = _Model(_tables(sizes=(3001, 200)), "cpu")
+    plan = _plan(tables_of(SIZES, DIM))
+    model = _Model(tables_of([3001, 200], DIM), "cpu")
     original = model.sparse.ebc
     with pytest.raises(ValueError) as err:
         apply_hot_plan(model, plan)
@@ -70,7 +65,7 @@ def test_a_plan_that_does_not_match_the_model_touches_nothing():
     assert "table 't2' is in the plan but not in the model" in msg
     assert model.sparse.ebc is original
 
-    other = _Model(_tables(), "cpu")
+    other = _Model(tables_of(SIZES, DIM), "cpu")
     other.sparse.ebc = nn.Linear(2, 2)
     with pytest.raises(TypeError, match="not an EmbeddingBagCollection"):
         apply_hot_plan(other, plan)

@@ -3,9 +3,8 @@
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torchrec import EmbeddingBagConfig
 
-from tests.builders import profile_of_ids
+from tests.builders import profile_of_ids, tables_of
 from torchrec_hot import HotPlanner, make_topology
 from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.table_plans import plan_rank_bytes
@@ -16,11 +15,10 @@ PROPS = settings(max_examples=8, deadline=None, derandomize=True)
 
 def _plan(seed: int, world: int, device: str, colocate: bool, cold_types=None):
     rng = np.random.default_rng(seed)
-    tables = [
-        EmbeddingBagConfig(name=f"t{i}", num_embeddings=int(rng.integers(200, 4000)),
-                           embedding_dim=int(rng.choice([16, 32])), feature_names=[f"f{i}"])
-        for i in range(int(rng.integers(3, 9)))
-    ]
+    # 3-8 tables: rows U[200, 4000) and dim 16 or 32, drawn table after table
+    drawn = [(int(rng.integers(200, 4000)), int(rng.choice([16, 32])))
+             for _ in range(int(rng.integers(3, 9)))]
+    tables = tables_of([n for n, _ in drawn], [d for _, d in drawn])
     profile = profile_of_ids(tables, {
         t.name: np.minimum(rng.zipf(1.2, size=3000) - 1, t.num_embeddings - 1) for t in tables
     })

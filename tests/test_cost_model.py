@@ -14,7 +14,7 @@ from torchrec_hot.planner.strategy.cost_model import (
     V100,
     CostModel,
     HardwareSpec,
-    TableSpec,
+    TableCostSpec,
 )
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 
@@ -29,14 +29,14 @@ def _traffic(strategy=Strategy.STATIC, table="t", **kw) -> TableTraffic:
     return TableTraffic(table=table, strategy=strategy, **{**base, **kw})
 
 
-def _model(spec: TableSpec, tables=("t",), **kw) -> CostModel:
+def _model(spec: TableCostSpec, tables=("t",), **kw) -> CostModel:
     return CostModel(TOY, 2, {t: spec for t in tables}, batch_per_rank=10, **kw)
 
 
 def test_every_term_matches_a_hand_computation():
     # W = 4 x 4 = 16 B, S = 4 B (row-wise, on device); 2 ranks: all-ranks bytes/ms are
     # hbm 2e12 / 1e3 = 2e9 and link 2e10 / 1e3 = 2e7
-    model = _model(TableSpec(dim=4, optimizer_bytes=4))
+    model = _model(TableCostSpec(dim=4, optimizer_bytes=4))
     cost = model.table_cost(_traffic(uvm_lookups=100.0, hbm_hit_rate=0.9))
     assert cost.fwd_hbm_ms == pytest.approx(900 * 16 / 2e9)  # (L - U) W
     assert cost.fwd_uvm_ms == pytest.approx(100 * 16 / 2e7)  # U W
@@ -53,7 +53,7 @@ def test_every_term_matches_a_hand_computation():
 
 
 def test_fills_and_write_backs_share_the_full_duplex_link():
-    model = _model(TableSpec(dim=4))
+    model = _model(TableCostSpec(dim=4))
     fills = model.table_cost(_traffic(Strategy.LRU_CACHE, fetched_rows=100.0,
                                       written_back_rows=60.0))
     assert fills.fill_ms == pytest.approx(100 * 16 / 2e7)
@@ -64,7 +64,7 @@ def test_fills_and_write_backs_share_the_full_duplex_link():
 
 
 def test_non_row_wise_state_crosses_the_link_under_a_cache():
-    adam = TableSpec(dim=4, optimizer_bytes=32, state_on_device=False)
+    adam = TableCostSpec(dim=4, optimizer_bytes=32, state_on_device=False)
     model = _model(adam)
     cache = model.table_cost(_traffic(Strategy.LRU_CACHE))
     assert cache.bwd_uvm_ms == pytest.approx(300 * 32 / 2e7)  # every updated row's state
@@ -75,8 +75,8 @@ def test_non_row_wise_state_crosses_the_link_under_a_cache():
 
 def test_bar_static_split_forward_is_2_2x_all_hbm_and_5x_better_than_stock():
     """Forward rows x 512 B over HBM at 3.35 TB/s and over PCIe at 64 GB/s (issue 5 bars)."""
-    model = CostModel(H100, 8, {"t": TableSpec(dim=128)}, batch_per_rank=8192)
-    assert TableSpec(dim=128).weight_bytes == 512
+    model = CostModel(H100, 8, {"t": TableCostSpec(dim=128)}, batch_per_rank=8192)
+    assert TableCostSpec(dim=128).weight_bytes == 512
 
     def fwd(hit: float) -> float:
         cost = model.table_cost(_traffic(lookups=1e6, unique_rows=1e5,
@@ -90,7 +90,7 @@ def test_bar_static_split_forward_is_2_2x_all_hbm_and_5x_better_than_stock():
 
 
 def test_overlap_hides_fetches_below_the_window_and_exposes_the_excess():
-    spec = TableSpec(dim=4)
+    spec = TableCostSpec(dim=4)
     model = _model(spec, tables=("hot", "lf"))
     hot = model.table_cost(_traffic(Strategy.ALL_HBM, table="hot", lookups=1e6,
                                     unique_rows=1e5, hbm_hit_rate=1.0))
@@ -127,7 +127,7 @@ def test_torchrec_kernel_bandwidths():
     bw = {k: kernel_bw_lookup("cuda", k.value, H100.hbm_bw / 1e3, H100.ddr_bw / 1e3,
                               H100.host_link_bw / 1e3) * 1e3
           for k in (EmbeddingComputeKernel.FUSED, EmbeddingComputeKernel.FUSED_UVM)}
-    spec = TableSpec(dim=128)
+    spec = TableCostSpec(dim=128)
     # all-HBM forward = TorchRec's fused bandwidth; all-UVM forward = fused_uvm's with e = 0.1
     model = CostModel(H100, 1, {"t": spec}, 1, uvm_efficiency=0.1)
     hbm = model.table_cost(_traffic(Strategy.ALL_HBM, lookups=1e6))
@@ -146,7 +146,7 @@ def test_presets_and_table_spec_from_config_agree_with_the_planner_row_bytes():
                                 feature_names=["a", "b"])
     for optimizer, on_device in ((None, True), (torch.optim.SGD, True),
                                  (RowWiseAdagrad, True), (torch.optim.Adam, False)):
-        spec = TableSpec.from_config(config, optimizer)
+        spec = TableCostSpec.from_config(config, optimizer)
         assert spec.row_bytes == row_bytes(config, optimizer)
         assert spec.state_on_device is on_device and spec.num_features == 2
 
@@ -156,8 +156,8 @@ def test_bad_input_is_refused():
         HardwareSpec("bad", 0.0, 1.0, 1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="world_size"):
         CostModel(TOY, 0, {}, 1)
-    model = _model(TableSpec(dim=4))
-    with pytest.raises(ValueError, match="no TableSpec for table 'other'"):
+    model = _model(TableCostSpec(dim=4))
+    with pytest.raises(ValueError, match="no TableCostSpec for table 'other'"):
         model.table_cost(_traffic(table="other"))
     with pytest.raises(ValueError, match="uvm_lookups > lookups"):
         model.table_cost(_traffic(uvm_lookups=2000.0))

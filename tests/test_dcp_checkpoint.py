@@ -13,9 +13,17 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 
+from tests.builders import (
+    CUDA_TW_HOT_RW_COLD,
+    ebc_model,
+    hot_plan,
+    random_tables,
+    random_weights,
+    train_steps,
+    zipf_profile,
+)
 from tests.dist_utils import run_on_ranks
-from tests.test_dmp_exactness import _model, _tables, _train
-from torchrec_hot import HotPlanner, PopularityProfile, apply_hot_plan, make_topology
+from torchrec_hot import apply_hot_plan, make_topology
 from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
@@ -27,33 +35,22 @@ from torchrec_hot.checkpoint.sharded import (
     load_checkpoint,
     save_checkpoint,
 )
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
 
 CPU = torch.device("cpu")
 
 
 def _setup(seed: int):
     rng = np.random.default_rng([seed, 1])
-    tables = _tables(rng)
-    weights = {f"ebc.embedding_bags.{t.name}.weight":
-               torch.from_numpy(rng.standard_normal((t.num_embeddings, t.embedding_dim))
-                                .astype(np.float32)) for t in tables}
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 4, 256, 1.2, seed=seed))
-    return tables, weights, profile
+    tables = random_tables(rng)
+    return tables, random_weights(tables, rng), zipf_profile(tables, seed)
 
 
 def _hot_dmp(tables, profile, plan_name: str):
     if plan_name == "A":  # a CUDA plan run on CPU: hot table-wise, cold row-wise
-        plan = HotPlanner(make_topology(2, "cuda"), 24 * 1024, batch_size=8,
-                          sharding_types=["table_wise"], cold_sharding_types=["row_wise"],
-                          compare_with_stock=False).plan(tables, profile, "ebc")
-        sharding = retarget_sharding_plan(plan.sharding_plan, "cpu")
+        plan, sharding = hot_plan(tables, profile, CUDA_TW_HOT_RW_COLD)
     else:  # plan B: another budget (other hot rows), table-wise on CPU
-        plan = HotPlanner(make_topology(2, "cpu"), 8 * 1024, batch_size=8,
-                          compare_with_stock=False).plan(tables, profile, "ebc")
-        sharding = plan.sharding_plan
-    model = apply_hot_plan(_model(tables, "rowwise_adagrad"), plan)
+        plan, sharding = hot_plan(tables, profile, budget=8 * 1024)
+    model = apply_hot_plan(ebc_model(tables, "rowwise_adagrad"), plan)
     return DistributedModelParallel(model, plan=sharding, device=CPU), plan
 
 
@@ -65,7 +62,7 @@ def _save_under_a(rank: int, world: int, seed: int, directory: str) -> dict:
     tables, weights, profile = _setup(seed)
     dmp, plan = _hot_dmp(tables, profile, "A")
     load_logical_state_dict(dmp, weights)
-    _train(dmp, tables, seed, rank)
+    train_steps(dmp, tables, seed, rank)
     save_checkpoint(dmp, directory, step=20)
     w, o = _state(dmp)
     return {"weights": w, "optim": o, "hot": {t.name: t.hot_ids for t in plan.tables}}
@@ -82,7 +79,7 @@ def _load_under_b(rank: int, world: int, seed: int, directory: str) -> dict:
 
 def _load_stock_world_1(rank: int, world: int, seed: int, directory: str, bad: str) -> dict:
     tables, _, _ = _setup(seed)
-    model = _model(tables, "rowwise_adagrad")
+    model = ebc_model(tables, "rowwise_adagrad")
     plan = EmbeddingShardingPlanner(topology=make_topology(1, "cpu"), batch_size=8).plan(
         model, [EmbeddingBagCollectionSharder()])
     dmp = DistributedModelParallel(model, plan=plan, device=CPU)

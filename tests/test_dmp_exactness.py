@@ -16,141 +16,50 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.types import ShardingPlan
 from torchrec.modules.embedding_configs import PoolingType
-from torchrec.optim import RowWiseAdagrad
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
+from tests.builders import (
+    CUDA_TW_HOT_RW_COLD,
+    OPTIMIZERS,
+    colocated,
+    ebc_model,
+    hot_plan,
+    random_tables,
+    random_weights,
+    stock_plan,
+    train_steps,
+    vbe_kjt,
+    zipf_kjt,
+    zipf_profile,
+)
 from tests.dist_utils import run_on_ranks
-from torchrec_hot import HotPlanner, PopularityProfile, make_topology
+from torchrec_hot import HotPlan
 from torchrec_hot.checkpoint.gathered import (
     load_logical_optimizer_state,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.data.synthetic import zipf_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.sharding.apply import apply_hot_plan
 
-STEPS = 20
 COLUMN_SHARD_DIM = 16  # dims 32/64 -> 2/4 column shards under column-wise plans
-OPTIMIZERS = {"sgd": (torch.optim.SGD, {"lr": 0.05}),
-              "rowwise_adagrad": (RowWiseAdagrad, {"lr": 0.05, "eps": 1e-8})}
 CASES = [("table_wise", "sgd"), ("table_wise", "rowwise_adagrad"),
          ("column_wise", "sgd"), ("column_wise", "rowwise_adagrad"),
          ("table_column_wise", "sgd"), ("table_column_wise", "rowwise_adagrad"),
-         ("cuda_tw_hot_rw_cold", "sgd"), ("cuda_tw_hot_rw_cold", "rowwise_adagrad")]
+         (CUDA_TW_HOT_RW_COLD, "sgd"), (CUDA_TW_HOT_RW_COLD, "rowwise_adagrad")]
 
 
-def _tables(rng: np.random.Generator) -> list[EmbeddingBagConfig]:
-    sizes = [int(rng.integers(300, 3000)), int(rng.integers(50, 400)), 40, 5]
-    dims = [64, 32, 64, 32]
-    return [EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=d,
-                               feature_names=[f"f{i}"])
-            for i, (n, d) in enumerate(zip(sizes, dims, strict=True))]
+def _hot(tables: list[EmbeddingBagConfig], sharding: str, seed: int
+         ) -> tuple[HotPlan, ShardingPlan]:
+    """The hot plan of one case and its sharding plan on CPU (see `builders.hot_plan`)."""
+    return hot_plan(tables, zipf_profile(tables, seed), sharding,
+                    column_shard_dim=COLUMN_SHARD_DIM)
 
 
-def _batch(tables, rng: np.random.Generator, batch: int = 8,
-           weighted: bool = False) -> KeyedJaggedTensor:
-    lengths = rng.integers(0, 4, size=batch * len(tables))
-    values = []
-    for i, t in enumerate(tables):
-        n = int(lengths[i * batch:(i + 1) * batch].sum())
-        ranks = np.minimum(rng.zipf(1.3, size=n) - 1, t.num_embeddings - 1)
-        values.append((ranks * 7919 + 3) % t.num_embeddings)
-    return KeyedJaggedTensor.from_lengths_sync(
-        keys=[t.feature_names[0] for t in tables],
-        values=torch.from_numpy(np.concatenate(values).astype(np.int64)),
-        lengths=torch.from_numpy(lengths.astype(np.int32)),
-        weights=torch.from_numpy(rng.random(int(lengths.sum())).astype(np.float32))
-        if weighted else None,
-    )
-
-
-def _vbe_batch(tables, rng: np.random.Generator, batch: int = 8) -> KeyedJaggedTensor:
-    """A batch with a variable batch size per feature (TorchRec's VBE): feature i has
-    batch // 2**i samples, mapped back to `batch` by inverse indices."""
-    strides = [max(1, batch >> i) for i in range(len(tables))]
-    lengths = rng.integers(1, 3, size=sum(strides))
-    values, start = [], 0
-    for t, stride in zip(tables, strides, strict=True):
-        n = int(lengths[start:start + stride].sum())
-        values.append(rng.integers(0, t.num_embeddings, size=n))
-        start += stride
-    keys = [t.feature_names[0] for t in tables]
-    inverse = torch.stack([torch.from_numpy(rng.integers(0, s, size=batch)) for s in strides])
-    return KeyedJaggedTensor(
-        keys=keys, values=torch.from_numpy(np.concatenate(values)),
-        lengths=torch.from_numpy(lengths.astype(np.int32)),
-        stride_per_key_per_rank=[[s] for s in strides], inverse_indices=(keys, inverse))
-
-
-def _hot_plan(tables, sharding: str, seed: int):
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 4, 256, 1.2, seed=seed))
-    if sharding == "cuda_tw_hot_rw_cold":
-        planner = HotPlanner(make_topology(2, "cuda"), 24 * 1024, batch_size=8,
-                             sharding_types=["table_wise"], cold_sharding_types=["row_wise"],
-                             compare_with_stock=False)
-        plan = planner.plan(tables, profile, module_path="ebc")
-        return plan, retarget_sharding_plan(plan.sharding_plan, "cpu")
-    planner = HotPlanner(make_topology(2, "cpu"), 24 * 1024, batch_size=8,
-                         sharding_types=[sharding], column_shard_dim=COLUMN_SHARD_DIM,
-                         compare_with_stock=False)
-    plan = planner.plan(tables, profile, module_path="ebc")
-    return plan, plan.sharding_plan
-
-
-class _Model(nn.Module):
-    def __init__(self, tables, weighted: bool = False) -> None:
-        super().__init__()
-        self.ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"),
-                                          is_weighted=weighted)
-
-    def forward(self, kjt: KeyedJaggedTensor):  # type: ignore[no-untyped-def]
-        return self.ebc(kjt)
-
-
-def _model(tables, optimizer: str, weighted: bool = False) -> nn.Module:
-    model = _Model(tables, weighted)
-    cls, kwargs = OPTIMIZERS[optimizer]
-    apply_optimizer_in_backward(cls, model.ebc.parameters(), dict(kwargs))
-    return model
-
-
-def _stock_plan(model: nn.Module, tables, sharding: str):
-    kind = "table_wise" if sharding == "cuda_tw_hot_rw_cold" else sharding
-    constraints = {t.name: ParameterConstraints(sharding_types=[kind], compute_kernels=["fused"],
-                                                min_partition=COLUMN_SHARD_DIM)
-                   for t in tables}
-    planner = EmbeddingShardingPlanner(topology=make_topology(2, "cpu"), batch_size=8,
-                                       constraints=constraints)
-    return planner.plan(model, [EmbeddingBagCollectionSharder()])
-
-
-def _train(dmp, tables, seed: int, rank: int, device: str | torch.device = "cpu"
-           ) -> list[torch.Tensor]:
-    """STEPS steps of loss = sum(pooled * G) on `device`; returns the pooled outputs (logical
-    key order, on CPU)."""
-    outputs = []
-    keys = [t.feature_names[0] for t in tables]
-    for step in range(STEPS):
-        rng = np.random.default_rng([seed, step, rank])
-        kjt = _batch(tables, rng).to(device)
-        pooled = dmp(kjt).to_dict()  # by name: sharded outputs come in sharding-group order
-        values = torch.cat([pooled[k] for k in keys], dim=1)
-        g = torch.from_numpy(rng.standard_normal(tuple(values.shape)).astype(np.float32))
-        (values * g.to(device)).sum().backward()
-        outputs.append(values.detach().cpu())
-    return outputs
-
-
-def _colocated(module_plan, table: str) -> bool:
-    """Whether the plan puts both halves of `table` table-wise on one rank."""
-    halves = [module_plan.get(table + suffix) for suffix in ("__hot", "__cold")]
-    return all(h is not None and h.sharding_type == "table_wise" for h in halves) and (
-        halves[0].ranks == halves[1].ranks)
+def _stock(model: nn.Module, tables: list[EmbeddingBagConfig], sharding: str) -> ShardingPlan:
+    """Stock TorchRec's plan of one case (see `builders.stock_plan`)."""
+    return stock_plan(model, tables, sharding, min_partition=COLUMN_SHARD_DIM)
 
 
 def _a2a_columns(sharded: nn.Module) -> int | None:
@@ -172,21 +81,18 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
     results = {}
     for sharding, optimizer in CASES:
         rng = np.random.default_rng([seed, len(results)])
-        tables = _tables(rng)
-        weights = {f"ebc.embedding_bags.{t.name}.weight":
-                   torch.from_numpy(rng.standard_normal((t.num_embeddings, t.embedding_dim))
-                                    .astype(np.float32)) for t in tables}
-        stock_model = _model(tables, optimizer)
-        stock = DistributedModelParallel(stock_model, plan=_stock_plan(stock_model, tables,
-                                                                       sharding),
+        tables = random_tables(rng)
+        weights = random_weights(tables, rng)
+        stock_model = ebc_model(tables, optimizer)
+        stock = DistributedModelParallel(stock_model, plan=_stock(stock_model, tables, sharding),
                                          device=torch.device("cpu"))
-        plan, sharding_plan = _hot_plan(tables, sharding, seed)
-        hot = DistributedModelParallel(apply_hot_plan(_model(tables, optimizer), plan),
+        plan, sharding_plan = _hot(tables, sharding, seed)
+        hot = DistributedModelParallel(apply_hot_plan(ebc_model(tables, optimizer), plan),
                                        plan=sharding_plan, device=torch.device("cpu"))
         load_logical_state_dict(stock, weights)
         load_logical_state_dict(hot, weights)
-        out_stock = _train(stock, tables, seed, rank)
-        out_hot = _train(hot, tables, seed, rank)
+        out_stock = train_steps(stock, tables, seed, rank)
+        out_hot = train_steps(hot, tables, seed, rank)
         w_stock, w_hot = logical_state_dict(stock), logical_state_dict(hot)
         o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
         results[(sharding, optimizer)] = {
@@ -195,7 +101,7 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
                                      if t.placement.value == "split"),
             "presummed": sorted(hot.module.ebc.presummed_features()),
             "colocated": sorted(t.feature_names[0] for t in plan.tables
-                                if _colocated(sharding_plan.plan["ebc.split_ebc"], t.name)),
+                                if colocated(sharding_plan.plan["ebc.split_ebc"], t.name)),
             "a2a_columns": (_a2a_columns(stock.module.ebc),
                             _a2a_columns(hot.module.ebc.split_module)),
             "max_shards": max(len(ps.sharding_spec.shards)
@@ -212,7 +118,7 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
         }
         if optimizer == "rowwise_adagrad" and sharding == "table_wise":
             # a step whose batch has an out-of-range id fails and changes nothing
-            bad = _batch(tables, np.random.default_rng([seed, 77, rank]))
+            bad = zipf_kjt(tables, np.random.default_rng([seed, 77, rank]))
             values = bad.values().clone()
             values[-1] = -3
             bad = KeyedJaggedTensor.from_lengths_sync(bad.keys(), values, bad.lengths())
@@ -224,15 +130,15 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             w_after, o_after = logical_state_dict(hot), logical_optimizer_state(hot)
             results["bad_step_unchanged"] = _same_state(w_after, o_after, w_hot, o_hot)
             # checkpoint round trip: hot/cold -> stock (weights + optimizer) -> identical
-            fresh = _model(tables, optimizer)
-            fresh_dmp = DistributedModelParallel(fresh, plan=_stock_plan(fresh, tables, sharding),
+            fresh = ebc_model(tables, optimizer)
+            fresh_dmp = DistributedModelParallel(fresh, plan=_stock(fresh, tables, sharding),
                                                  device=torch.device("cpu"))
             load_logical_state_dict(fresh_dmp, w_hot)
             load_logical_optimizer_state(fresh_dmp, o_hot)
             w_back, o_back = logical_state_dict(fresh_dmp), logical_optimizer_state(fresh_dmp)
             results["checkpoint_hot_to_stock"] = _same_state(w_back, o_back, w_hot, o_hot)
             # ... and stock -> hot/cold
-            again = DistributedModelParallel(apply_hot_plan(_model(tables, optimizer), plan),
+            again = DistributedModelParallel(apply_hot_plan(ebc_model(tables, optimizer), plan),
                                              plan=sharding_plan, device=torch.device("cpu"))
             load_logical_state_dict(again, w_back)
             load_logical_optimizer_state(again, o_back)
@@ -242,17 +148,17 @@ def _exactness_worker(rank: int, world: int, seed: int) -> dict:
             # a model's first batch on): fresh models, two VBE steps, halves merged after
             # TorchRec's per-feature all-to-all, bit-identical to stock
             cpu = torch.device("cpu")
-            fresh_stock = _model(tables, optimizer)
+            fresh_stock = ebc_model(tables, optimizer)
             models = [DistributedModelParallel(fresh_stock, device=cpu,
-                                               plan=_stock_plan(fresh_stock, tables, sharding)),
-                      DistributedModelParallel(apply_hot_plan(_model(tables, optimizer), plan),
+                                               plan=_stock(fresh_stock, tables, sharding)),
+                      DistributedModelParallel(apply_hot_plan(ebc_model(tables, optimizer), plan),
                                                plan=sharding_plan, device=cpu)]
             for m in models:
                 load_logical_state_dict(m, weights)
             keys = [t.feature_names[0] for t in tables]
             diffs = []
             for step in range(2):
-                vbe = _vbe_batch(tables, np.random.default_rng([seed, 78, step, rank]))
+                vbe = vbe_kjt(tables, np.random.default_rng([seed, 78, step, rank]))
                 pooled = [m(vbe).to_dict() for m in models]
                 outs = [torch.cat([p[k] for k in keys], dim=1) for p in pooled]
                 g = torch.from_numpy(np.random.default_rng([seed, 79, step, rank])
@@ -276,12 +182,10 @@ def _reference_worker(rank: int, world: int, seed: int) -> dict:
     results: dict = {}
     for pooling, weighted in ((PoolingType.MEAN, False), (PoolingType.SUM, True)):
         rng = np.random.default_rng([seed, 99, int(weighted)])
-        tables = [dataclasses.replace(t, pooling=pooling) for t in _tables(rng)]
-        weights = {f"ebc.embedding_bags.{t.name}.weight":
-                   torch.from_numpy(rng.standard_normal((t.num_embeddings, t.embedding_dim))
-                                    .astype(np.float32)) for t in tables}
-        plan, sharding_plan = _hot_plan(tables, "table_wise", seed)
-        hot = DistributedModelParallel(apply_hot_plan(_model(tables, "sgd", weighted), plan),
+        tables = [dataclasses.replace(t, pooling=pooling) for t in random_tables(rng)]
+        weights = random_weights(tables, rng)
+        plan, sharding_plan = _hot(tables, "table_wise", seed)
+        hot = DistributedModelParallel(apply_hot_plan(ebc_model(tables, "sgd", weighted), plan),
                                        plan=sharding_plan, device=torch.device("cpu"))
         load_logical_state_dict(hot, weights)
         reference = EmbeddingBagCollection(tables=tables, is_weighted=weighted)
@@ -293,7 +197,7 @@ def _reference_worker(rank: int, world: int, seed: int) -> dict:
             ref_loss = torch.zeros(())
             for r in range(world):  # the reference sees every rank's batch
                 rng_r = np.random.default_rng([seed, step, r, 7])
-                kjt = _batch(tables, rng_r, weighted=weighted)
+                kjt = zipf_kjt(tables, rng_r, weighted=weighted)
                 ref = reference(kjt).to_dict()
                 ref_values = torch.cat([ref[k] for k in keys], dim=1)
                 g = torch.from_numpy(rng_r.standard_normal(tuple(ref_values.shape))
@@ -316,7 +220,7 @@ def _reference_worker(rank: int, world: int, seed: int) -> dict:
         }
     # a bad id fails with its feature and value named, and changes nothing
     before = logical_state_dict(hot)
-    bad = _batch(tables, np.random.default_rng([seed, 5]), weighted=True)
+    bad = zipf_kjt(tables, np.random.default_rng([seed, 5]), weighted=True)
     values = bad.values().clone()
     values[0] = tables[0].num_embeddings + 5 if bad.lengths()[:8].sum() else values[0]
     bad = KeyedJaggedTensor.from_lengths_sync(bad.keys(), values, bad.lengths(), bad.weights())
@@ -367,7 +271,7 @@ def test_two_rank_training_is_bit_identical_to_stock_torchrec(two_rank_results):
     for results in per_rank:
         assert results["checkpoint_hot_to_stock"] and results["checkpoint_stock_to_hot"]
         assert "id -3" in results["bad_step_error"], results["bad_step_error"]
-        assert results["vbe_shape"] == (8, sum(t.embedding_dim for t in _tables(
+        assert results["vbe_shape"] == (8, sum(t.embedding_dim for t in random_tables(
             np.random.default_rng([seed, 1])))), results["vbe_shape"]
         assert results["vbe_forward_diff"] <= 1e-6 and results["vbe_step_equal"], results
         assert results["bad_step_unchanged"]

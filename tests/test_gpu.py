@@ -26,12 +26,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import test_hot_cold_ebc as module_cases
-from tests import test_remap as remap_cases
+from tests.builders import modules as module_cases
+from tests.builders import remap as remap_cases
+from tests.builders import zipf_profile
 from tests.dist_utils import run_on_ranks
-from tests.test_strategy_plan import strategy_training_worker
-from torchrec_hot import HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.synthetic import zipf_batches
+from tests.workers import strategy_training_worker
+from torchrec_hot import HotPlanner, make_topology
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
 from torchrec_hot.planner.strategy.types import Strategy
 
@@ -108,9 +108,8 @@ def test_dlrm_example_trains_look_forward_caches_through_the_prefetch_pipeline(t
     seed = int(np.random.default_rng().integers(1000))
     print(f"seed {seed}, world {world}")  # shown by pytest when the test fails
     tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 16, 64, 1.05, seed=seed))
-    holdout = PopularityProfile(tables).update_all(
-        zipf_batches(tables, 16, 64, 1.05, seed=seed + 1))  # fmt: skip
+    profile = zipf_profile(tables, seed, 16, 64, 1.05)
+    holdout = zipf_profile(tables, seed + 1, 16, 64, 1.05)
     options = StrategyOptions(strategies=(Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
                               holdout=holdout)  # fmt: skip
     total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)

@@ -8,15 +8,22 @@ import pytest
 import torch
 from torchrec.distributed import DistributedModelParallel
 
+from tests.builders import (
+    CUDA_TW_HOT_RW_COLD,
+    ebc_model,
+    hot_plan,
+    random_tables,
+    random_weights,
+    train_steps,
+    zipf_profile,
+)
 from tests.dist_utils import run_on_ranks
-from tests.test_dmp_exactness import _batch, _hot_plan, _model, _tables
-from torchrec_hot import PopularityProfile, apply_hot_plan
+from torchrec_hot import apply_hot_plan
 from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.data.synthetic import zipf_batches
 from torchrec_hot.runtime.migrate import replan
 from torchrec_hot.runtime.rehot import rehot_plan
 
@@ -24,35 +31,29 @@ STEPS, EVERY = 30, 10
 
 
 def _run(rank: int, seed: int, tables, weights, migrate: bool) -> dict:
-    plan, sharding_plan = _hot_plan(tables, "cuda_tw_hot_rw_cold", seed)
-    dmp = DistributedModelParallel(apply_hot_plan(_model(tables, "rowwise_adagrad"), plan),
+    plan, sharding_plan = hot_plan(tables, zipf_profile(tables, seed), CUDA_TW_HOT_RW_COLD)
+    dmp = DistributedModelParallel(apply_hot_plan(ebc_model(tables, "rowwise_adagrad"), plan),
                                    plan=sharding_plan, device=torch.device("cpu"))
     load_logical_state_dict(dmp, weights)
-    keys = [t.feature_names[0] for t in tables]
     moved, current = [], plan
-    for step in range(STEPS):
+
+    def migrate_every(step: int) -> None:
+        nonlocal current
         if migrate and step and step % EVERY == 0:
             # popularity "drifts": the next hot rows come from another Zipf permutation
-            recent = PopularityProfile(tables).update_all(
-                zipf_batches(tables, 2, 256, 1.2, seed=seed + step))
-            current = rehot_plan(current, recent)
+            current = rehot_plan(current, zipf_profile(tables, seed + step, num_batches=2))
             report = replan(dmp, current)
             moved.append(sum(report.rows_moved.values()))
-        rng = np.random.default_rng([seed, step, rank])
-        pooled = dmp(_batch(tables, rng)).to_dict()
-        values = torch.cat([pooled[k] for k in keys], dim=1)
-        g = torch.from_numpy(rng.standard_normal(tuple(values.shape)).astype(np.float32))
-        (values * g).sum().backward()
+
+    train_steps(dmp, tables, seed, rank, steps=STEPS, before_step=migrate_every)
     return {"weights": logical_state_dict(dmp), "optim": logical_optimizer_state(dmp),
             "moved": moved}
 
 
 def _worker(rank: int, world: int, seed: int) -> dict:
     rng = np.random.default_rng([seed, 3])
-    tables = _tables(rng)
-    weights = {f"ebc.embedding_bags.{t.name}.weight":
-               torch.from_numpy(rng.standard_normal((t.num_embeddings, t.embedding_dim))
-                                .astype(np.float32)) for t in tables}
+    tables = random_tables(rng)
+    weights = random_weights(tables, rng)
     still = _run(rank, seed, tables, weights, migrate=False)
     moving = _run(rank, seed, tables, weights, migrate=True)
     return {

@@ -15,7 +15,15 @@ from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.types import BoundsCheckMode
 from torchrec.optim import RowWiseAdagrad
 
-from tests.builders import profile_of_ids, served_lookups
+from tests.builders import (
+    CUDA_TW_HOT_RW_COLD,
+    hot_plan,
+    profile_of_ids,
+    random_tables,
+    served_lookups,
+    tables_of,
+    zipf_profile,
+)
 from torchrec_hot import (
     HotPlan,
     HotPlanner,
@@ -35,11 +43,7 @@ PROPS = settings(max_examples=6, deadline=None, derandomize=True)
 
 
 def _profile(sizes, dims, alphas, rng, samples=3000) -> tuple[list, PopularityProfile]:
-    tables = [
-        EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=d,
-                           feature_names=[f"f{i}"])
-        for i, (n, d) in enumerate(zip(sizes, dims, strict=True))
-    ]
+    tables = tables_of(sizes, dims)
     ids = {}
     for t, a in zip(tables, alphas, strict=True):
         w = 1.0 / np.arange(1, t.num_embeddings + 1) ** a
@@ -259,9 +263,7 @@ def test_a_rank_left_over_budget_by_one_row_still_gets_a_plan(seed):
     24 KiB) where a rank stayed 128 bytes over for all rounds of cuts by the overflow
     (TorchRec moved tables between ranks as the total shrank); found by a search over 3,700
     seeds, 3 failed. The bisection that follows the cuts must still leave tables split."""
-    from tests.test_dmp_exactness import _hot_plan, _tables
-
-    tables = _tables(np.random.default_rng([seed, 3]))
-    plan, _ = _hot_plan(tables, "cuda_tw_hot_rw_cold", seed)
+    tables = random_tables(np.random.default_rng([seed, 3]))
+    plan, _ = hot_plan(tables, zipf_profile(tables, seed), CUDA_TW_HOT_RW_COLD)
     assert max(plan.hbm_bytes_per_rank) <= plan.hbm_budget_bytes == 24 * 1024
     assert any(t.placement.value == "split" for t in plan.tables)

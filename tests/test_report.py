@@ -4,10 +4,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from torchrec import EmbeddingBagConfig
 
-from torchrec_hot import HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.data.synthetic import zipf_batches
+from tests.builders import tables_of, zipf_profile
+from torchrec_hot import HotPlanner, make_topology
 from torchrec_hot.planner.memory import row_bytes
 from torchrec_hot.planner.stock import compare_with_stock
 from torchrec_hot.report import build_report, format_report
@@ -17,13 +16,9 @@ MIB = 2**20
 
 @pytest.fixture(scope="module")
 def profiled():
-    tables = [
-        EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=64,
-                           feature_names=[f"f{i}"])
-        for i, n in enumerate([40_000, 9_000, 300, 12])
-    ]
+    tables = tables_of([40_000, 9_000, 300, 12], 64)
     seed = int(np.random.default_rng().integers(2**31))
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 1024, 1.1, seed=seed))
+    profile = zipf_profile(tables, seed, num_batches=8, batch_size=1024, alpha=1.1)
     return tables, profile
 
 

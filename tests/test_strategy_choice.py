@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchrec_hot.planner.strategy.choice import choose_strategies, choose_strategies_exact
-from torchrec_hot.planner.strategy.cost_model import H100, CostModel, HardwareSpec, TableSpec
+from torchrec_hot.planner.strategy.cost_model import (
+    H100,
+    CostModel,
+    HardwareSpec,
+    TableCostSpec,
+)
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True)
@@ -45,7 +50,7 @@ def _curves(rng: np.random.Generator, n_tables: int, n_sizes: int):
                                        fetched=unique * m, overlap=True)
                                     for h, m in zip(sizes, miss, strict=True) if h >= 2 * unique],
         }
-        specs[t] = TableSpec(dim=int(rng.choice([16, 64, 128])), optimizer_bytes=4)
+        specs[t] = TableCostSpec(dim=int(rng.choice([16, 64, 128])), optimizer_bytes=4)
     return curves, specs
 
 
@@ -119,7 +124,7 @@ def _overlap_case():
             Strategy.LOOK_FORWARD: [_t(t, Strategy.LOOK_FORWARD, 100, 1e6, 0.0,
                                        fetched=625_000, overlap=True)],  # 1.0 ms background
         }
-    spec = TableSpec(dim=4)
+    spec = TableCostSpec(dim=4)
     model = CostModel(TOY, 1, {"a": spec, "b": spec}, batch_per_rank=1, dense_ms=1.0)
     return curves, {"a": 16, "b": 16}, model
 
@@ -156,7 +161,7 @@ def test_bad_input_is_refused_with_the_reason():
         choose_strategies(curves, {"a": 16}, 3200, model)
     with pytest.raises(ValueError, match=r"row_bytes\['a'\] = 20 is inconsistent"):
         choose_strategies(curves, {"a": 20, "b": 16}, 3200, model)
-    with pytest.raises(ValueError, match="no TableSpec for table 'c'"):
+    with pytest.raises(ValueError, match="no TableCostSpec for table 'c'"):
         choose_strategies({**curves, "c": curves["a"]}, {**row_bytes, "c": 16}, 3200, model)
     swapped = {"a": curves["b"], "b": curves["b"]}
     with pytest.raises(ValueError, match="holds traffic of 'b'"):

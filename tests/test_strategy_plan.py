@@ -10,27 +10,16 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.optim import RowWiseAdagrad
 
-from tests import test_dmp_exactness as dmp_cases
+from tests.builders import zipf_profile
 from tests.dist_utils import run_on_ranks
+from tests.workers import strategy_training_worker
 from torchrec_hot import HotPlan, HotPlanner, PopularityProfile, make_topology
-from torchrec_hot.checkpoint.gathered import (
-    load_logical_state_dict,
-    logical_optimizer_state,
-    logical_state_dict,
-)
 from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
 from torchrec_hot.data.workloads import workload_batches
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
-from torchrec_hot.planner.strategy.types import Strategy
 from torchrec_hot.report import build_report, format_report
-from torchrec_hot.sharding.apply import apply_hot_plan
 
 WORLD, BATCH = 4, 256
 
@@ -132,76 +121,6 @@ def test_strategies_need_a_trace_to_measure_on():
                    strategies=StrategyOptions()).plan(tables, profile)
 
 
-def _stock_plan(model, tables, world: int):
-    """Stock TorchRec's plan for a CUDA topology, every table whole in HBM (`fused`)."""
-    constraints = {
-        t.name: ParameterConstraints(sharding_types=["table_wise"], compute_kernels=["fused"])
-        for t in tables
-    }
-    planner = EmbeddingShardingPlanner(
-        topology=make_topology(world, "cuda"), batch_size=8, constraints=constraints
-    )
-    return planner.plan(model, [EmbeddingBagCollectionSharder()])
-
-
-def strategy_training_worker(
-    rank: int, world: int, seed: int, cached: bool = True, device_type: str = "cpu"
-) -> dict:
-    """One rank of training a plan made for a CUDA topology (hot rows in HBM, cold rows in UVM,
-    with `cached` also prefetched UVM caches) against stock TorchRec with every table in HBM,
-    on the ranks' GPUs or (`device_type="cpu"`) with both plans retargeted to CPU, where
-    TorchRec runs every kernel from host memory. Also used by tests/test_gpu.py."""
-    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
-    rng = np.random.default_rng([seed, 0])
-    tables = dmp_cases._tables(rng)
-    weights = {
-        f"ebc.embedding_bags.{t.name}.weight": torch.from_numpy(
-            rng.standard_normal((t.num_embeddings, t.embedding_dim)).astype(np.float32))
-        for t in tables
-    }  # fmt: skip
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 16, 16, 1.2, seed=seed))
-    options = None
-    if cached:  # held-out draws bring cold ids, so the caches see misses
-        holdout = PopularityProfile(tables).update_all(
-            zipf_batches(tables, 16, 16, 1.2, seed=seed + 1))  # fmt: skip
-        options = StrategyOptions(
-            strategies=(Strategy.LRU_CACHE, Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
-            holdout=holdout,
-        )
-    plan = HotPlanner(make_topology(world, "cuda"), 24 * 1024, batch_size=8,
-                      compare_with_stock=False, strategies=options).plan(
-        tables, profile, module_path="ebc")  # fmt: skip
-    kernels = {n: ps.compute_kernel for n, ps in plan.sharding_plan.plan["ebc.split_ebc"].items()}
-    stock_model = dmp_cases._model(tables, "rowwise_adagrad")
-    stock_plan, hot_plan = _stock_plan(stock_model, tables, world), plan.sharding_plan
-    if device_type != "cuda":
-        stock_plan = retarget_sharding_plan(stock_plan, device_type)
-        hot_plan = retarget_sharding_plan(hot_plan, device_type)
-    stock = DistributedModelParallel(stock_model, plan=stock_plan, device=device)
-    hot = DistributedModelParallel(
-        apply_hot_plan(dmp_cases._model(tables, "rowwise_adagrad"), plan), plan=hot_plan,
-        device=device)  # fmt: skip
-    load_logical_state_dict(stock, weights)
-    load_logical_state_dict(hot, weights)
-    out_stock = dmp_cases._train(stock, tables, seed, rank, device)
-    out_hot = dmp_cases._train(hot, tables, seed, rank, device)
-    w_stock, w_hot = logical_state_dict(stock), logical_state_dict(hot)
-    o_stock, o_hot = logical_optimizer_state(stock), logical_optimizer_state(hot)
-    pairs = zip(out_stock, out_hot, strict=True)
-    module_plan = hot_plan.plan["ebc.split_ebc"]
-    return {
-        "kernels": kernels,
-        "presummed": sorted(hot.module.ebc.presummed_features()),
-        "colocated": sorted(t.feature_names[0] for t in plan.tables
-                            if dmp_cases._colocated(module_plan, t.name)),
-        "forward_diff": max(float((a - b).abs().max()) for a, b in pairs),
-        "weights_equal": all(torch.equal(w_stock[k].cpu(), w_hot[k].cpu()) for k in w_stock),
-        "moved": any(not torch.equal(w_hot[k].cpu(), weights[k]) for k in weights),
-        "optim_equal": all(torch.equal(o_stock[k][n].cpu(), o_hot[k][n].cpu())
-                           for k in o_stock for n in o_stock[k]),  # fmt: skip
-    }
-
-
 @pytest.mark.multiprocess
 def test_a_cached_strategy_plan_trains_bit_identically_to_stock_torchrec():
     seed = int(np.random.default_rng().integers(2**20))
@@ -216,8 +135,8 @@ def test_report_of_a_strategy_plan_without_the_stock_comparison():
     """Stock's modeled time is NaN when it was not compared: the report shows '-' there (it
     raised 'cannot convert float NaN to integer' before)."""
     tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=1))
-    holdout = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=2))
+    profile = zipf_profile(tables, 1, 8, 64, 1.05)
+    holdout = zipf_profile(tables, 2, 8, 64, 1.05)
     total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
     plan = HotPlanner(make_topology(2, "cuda"), int(0.05 * total / 2), batch_size=64,
                       compare_with_stock=False,
@@ -244,8 +163,8 @@ def test_the_cost_model_sees_the_topology_hosts(monkeypatch):
 
     monkeypatch.setattr(strategy_plan, "CostModel", Recording)
     tables = criteo_tables("criteo-kaggle", scale=0.002, embedding_dim=8)
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=1))
-    holdout = PopularityProfile(tables).update_all(zipf_batches(tables, 8, 64, 1.05, seed=2))
+    profile = zipf_profile(tables, 1, 8, 64, 1.05)
+    holdout = zipf_profile(tables, 2, 8, 64, 1.05)
     total = sum(t.num_embeddings * (t.embedding_dim * 4 + 4) for t in tables)
     for local in (1, 2):
         HotPlanner(make_topology(2, "cuda", local_world_size=local), int(0.2 * total / 2),

@@ -14,20 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.datasets.utils import Batch
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.train_pipeline.postproc import PipelinedPostproc
-from torchrec.models.dlrm import DLRM, DLRMTrain
-from torchrec.optim import RowWiseAdagrad
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from tests.builders import dlrm_model, hot_plan, stock_plan, tables_of, zipf_profile
 from tests.dist_utils import run_on_ranks
-from torchrec_hot import HotPlanner, PopularityProfile, make_topology
 from torchrec_hot.checkpoint.gathered import (
     hot_cold_modules,
     load_logical_state_dict,
@@ -50,14 +44,6 @@ SHARDINGS = ("table_wise", "column_wise")
 CPU = torch.device("cpu")
 
 
-def _tables() -> list[EmbeddingBagConfig]:
-    return [
-        EmbeddingBagConfig(name=f"t{i}", num_embeddings=n, embedding_dim=DIM,
-                           feature_names=[f"f{i}"])
-        for i, n in enumerate([900, 400, 60, 7])
-    ]
-
-
 def _batches(tables, seed: int, rank: int) -> list[Batch]:
     rng = np.random.default_rng([seed, rank])
     kjts = zipf_batches(tables, STEPS, BATCH, 1.1, seed=seed * 10 + rank)
@@ -70,31 +56,6 @@ def _batches(tables, seed: int, rank: int) -> list[Batch]:
         )
         for kjt in kjts
     ]
-
-
-def _model(tables) -> DLRMTrain:
-    torch.manual_seed(0)  # dense layers: the same in every model
-    ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
-    model = DLRMTrain(DLRM(embedding_bag_collection=ebc, dense_in_features=DENSE,
-                           dense_arch_layer_sizes=[16, DIM], over_arch_layer_sizes=[16, 1]))
-    apply_optimizer_in_backward(RowWiseAdagrad, ebc.parameters(), {"lr": 0.05, "eps": 1e-8})
-    return model
-
-
-def _hot_plan(tables, sharding: str, seed: int):
-    profile = PopularityProfile(tables).update_all(zipf_batches(tables, 4, 256, 1.2, seed=seed))
-    planner = HotPlanner(make_topology(2, "cpu"), 24 * 1024, batch_size=BATCH,
-                         sharding_types=[sharding], column_shard_dim=8, compare_with_stock=False)
-    return planner.plan(tables, profile, module_path=MODULE_PATH)
-
-
-def _stock_plan(model, tables, sharding: str):
-    constraints = {t.name: ParameterConstraints(sharding_types=[sharding],
-                                                compute_kernels=["fused"], min_partition=8)
-                   for t in tables}
-    planner = EmbeddingShardingPlanner(topology=make_topology(2, "cpu"), batch_size=BATCH,
-                                       constraints=constraints)
-    return planner.plan(model, [EmbeddingBagCollectionSharder()])
 
 
 def _dmp(model, plan, init: dict[str, torch.Tensor]):
@@ -153,24 +114,26 @@ def _result(dmp, losses: list[float], seen: dict | None = None) -> dict:
 
 
 def _worker(rank: int, world: int, seed: int) -> dict:
-    tables = _tables()
+    tables = tables_of([900, 400, 60, 7], DIM)
     gen = torch.Generator().manual_seed(seed)
     init = {f"{MODULE_PATH}.embedding_bags.{t.name}.weight":
             torch.rand(t.num_embeddings, DIM, generator=gen) - 0.5 for t in tables}
     batches = _batches(tables, seed, rank)
     out = {}
     for sharding in SHARDINGS:
-        hot_plan = _hot_plan(tables, sharding, seed)
-        model = _model(tables)
-        dmp, opt = _dmp(model, _stock_plan(model, tables, sharding), init)
+        hot, _ = hot_plan(tables, zipf_profile(tables, seed), sharding, batch_size=BATCH,
+                          column_shard_dim=8, module_path=MODULE_PATH)
+        model = dlrm_model(tables, DENSE)
+        dmp, opt = _dmp(model, stock_plan(model, tables, sharding, batch_size=BATCH,
+                                          min_partition=8), init)
         out[sharding, "stock pipelined"] = _result(dmp, *_train_pipelined(dmp, opt, batches))
         for name in ("pipelined", "plain", "pipelined + replan"):
-            dmp, opt = _dmp(apply_hot_plan(_model(tables), hot_plan), hot_plan.sharding_plan,
+            dmp, opt = _dmp(apply_hot_plan(dlrm_model(tables, DENSE), hot), hot.sharding_plan,
                             init)
             if name == "plain":
                 out[sharding, name] = _result(dmp, _train_plain(dmp, opt, batches))
             else:
-                replanned = hot_plan if name.endswith("replan") else None
+                replanned = hot if name.endswith("replan") else None
                 out[sharding, name] = _result(dmp, *_train_pipelined(dmp, opt, batches,
                                                                      replanned))
     return out

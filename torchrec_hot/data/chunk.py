@@ -83,6 +83,44 @@ class IdChunk:
         )
 
 
+def batch_kjts(batch: object) -> list[KeyedJaggedTensor]:
+    """The KJTs of one training batch: a KJT; a TorchRec `Batch` (`sparse_features`); a
+    TorchRec test `ModelInput` (`idlist_features` and `idscore_features`, the unweighted and
+    weighted features of one batch); or a sequence of KJTs of the same samples."""
+    if isinstance(batch, KeyedJaggedTensor):
+        return [batch]
+    if isinstance(batch, list | tuple) and all(isinstance(k, KeyedJaggedTensor) for k in batch):
+        return list(batch)
+    kjts = [
+        getattr(batch, a)
+        for a in ("sparse_features", "idlist_features", "idscore_features")
+        if isinstance(getattr(batch, a, None), KeyedJaggedTensor)
+    ]
+    if not kjts:
+        raise ValueError(
+            "expected a KeyedJaggedTensor, KJTs of one batch, a TorchRec Batch or ModelInput, "
+            f"got {type(batch).__name__}"
+        )
+    return kjts
+
+
+def chunk_of_batch(batch: object) -> IdChunk:
+    """One chunk with the features of every KJT of `batch` (`batch_kjts`); ValueError when the
+    KJTs disagree on the number of samples or share a feature."""
+    chunks = [IdChunk.from_kjt(k) for k in batch_kjts(batch)]
+    if len(chunks) == 1:
+        return chunks[0]
+    sizes = {c.num_samples for c in chunks}
+    if len(sizes) != 1:
+        raise ValueError(f"the KJTs of one batch have different batch sizes {sorted(sizes)}")
+    features: dict[str, FeatureIds] = {}
+    for c in chunks:
+        if twice := features.keys() & c.features.keys():
+            raise ValueError(f"features {sorted(twice)} are in two KJTs of one batch")
+        features.update(c.features)
+    return IdChunk(sizes.pop(), features)
+
+
 def validate_chunk(
     chunk: IdChunk, feature_to_table: Mapping[str, str], tables: Mapping[str, TableSpec]
 ) -> None:

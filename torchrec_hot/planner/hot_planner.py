@@ -120,10 +120,9 @@ class HotPlanner:
 
         `module_path` is where the EBC sits in the model, e.g.
         "sparse_arch.embedding_bag_collection" for TorchRec's DLRM ("" for the root)."""
-        configs = (
-            tables.embedding_bag_configs() if isinstance(tables, EmbeddingBagCollection) else tables
-        )
-        configs = list(configs)
+        if isinstance(tables, EmbeddingBagCollection):
+            tables = tables.embedding_bag_configs()
+        configs = list(tables)
         profile.check_matches(configs, check_dims=False)
         if profile.num_samples == 0:
             raise ValueError("the profile has seen no samples: profile some batches first")
@@ -140,11 +139,20 @@ class HotPlanner:
         io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
         failure: PlannerError | None = None
         reserves = io_reserves(io, world)
-        evaluation = None if self.strategies is None else StrategyEvaluation(
-            configs, counts, demands, profile, self.strategies, world, self.batch_size,
-            self.optimizer_class, self._budget(reserves[0]) * world,
-            self.topology.local_world_size,
-        )  # fmt: skip
+        evaluation = None
+        if self.strategies is not None:
+            evaluation = StrategyEvaluation(
+                configs=configs,
+                counts=counts,
+                demands=demands,
+                profile=profile,
+                options=self.strategies,
+                world_size=world,
+                local_world_size=self.topology.local_world_size,
+                batch_size=self.batch_size,
+                optimizer_class=self.optimizer_class,
+                total_budget_bytes=self._budget(reserves[0]) * world,
+            )
         cache_stats = CacheStatisticsOf(
             evaluation.source if evaluation else None, world * self.batch_size
         )

@@ -24,12 +24,20 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
-from torchrec_hot.data.chunk import IdChunk, sample_chunk, sum_squares, validate_chunk
+from torchrec_hot.data.chunk import (
+    IdChunk,
+    chunk_of_batch,
+    sample_chunk,
+    sum_squares,
+    validate_chunk,
+)
 from torchrec_hot.profiling.counters import (
     Counter,
     ExactCounter,
@@ -44,6 +52,7 @@ from torchrec_hot.profiling.stats import (
     sketch_hot_share,
 )
 from torchrec_hot.profiling.trace import IdTrace
+from torchrec_hot.tables.modules import model_tables
 from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
 
 DEFAULT_WINDOW = "default"
@@ -130,6 +139,14 @@ class PopularityProfile:
         self._threads = threads or min(2, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
 
+    @classmethod
+    def for_model(cls, model: nn.Module, **kwargs: Any) -> PopularityProfile:
+        """A profile of every table of every embedding module of `model` (EBCs, weighted
+        or not, and EmbeddingCollections: `tables.modules.model_tables`); `kwargs` as for
+        the constructor. Feed it each batch's KJTs together (`update`)."""
+        tables = [c for configs in model_tables(model).values() for c in configs]
+        return cls(tables, **kwargs)
+
     # ---- windows ------------------------------------------------------------------------
     def window(self, name: str | None = None) -> Window:
         """The window `name` (created, and made current, when new); None: the current one."""
@@ -187,15 +204,12 @@ class PopularityProfile:
         return [self._windows[n] for n in names]
 
     # ---- accumulation -------------------------------------------------------------------
-    def update(self, kjt: KeyedJaggedTensor | object, window: str | None = None) -> None:
-        """Adds one batch's lookups (a KJT, or a TorchRec `Batch`: its `sparse_features`) to
-        `window` (default the current one). Validates every feature before counting any of
-        them: a bad batch raises `ValueError` and changes nothing."""
-        if not isinstance(kjt, KeyedJaggedTensor):
-            kjt = getattr(kjt, "sparse_features", kjt)
-        if not isinstance(kjt, KeyedJaggedTensor):
-            raise ValueError(f"expected a KeyedJaggedTensor or a TorchRec Batch, got {kjt!r}")
-        self.update_chunk(IdChunk.from_kjt(kjt), window)
+    def update(self, batch: KeyedJaggedTensor | object, window: str | None = None) -> None:
+        """Adds one batch's lookups to `window` (default the current one). `batch`: a KJT, the
+        KJTs of one batch (e.g. a model's unweighted and weighted features), a TorchRec
+        `Batch` or `ModelInput` (`data.chunk.batch_kjts`). Validates every feature before
+        counting any of them: a bad batch raises `ValueError` and changes nothing."""
+        self.update_chunk(chunk_of_batch(batch), window)
 
     def update_all(
         self, batches: Iterable[KeyedJaggedTensor | object], window: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torchrec import EmbeddingBagConfig
+from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class TableSpec:
     feature_names: tuple[str, ...]
 
     @staticmethod
-    def from_config(config: EmbeddingBagConfig) -> TableSpec:
+    def from_config(config: BaseEmbeddingConfig) -> TableSpec:
         return TableSpec(
             name=config.name,
             num_embeddings=int(config.num_embeddings),
@@ -44,7 +44,7 @@ class TableSpec:
         )
 
 
-def as_specs(tables: Sequence[EmbeddingBagConfig | TableSpec]) -> list[TableSpec]:
+def as_specs(tables: Sequence[BaseEmbeddingConfig | TableSpec]) -> list[TableSpec]:
     """`TableSpec`s of `tables` (configs are converted, specs kept)."""
     return [t if isinstance(t, TableSpec) else TableSpec.from_config(t) for t in tables]
 

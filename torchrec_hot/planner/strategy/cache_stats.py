@@ -7,8 +7,9 @@ TorchRec's planner reads three numbers for a table planned as `fused_uvm_caching
   * `cacheability`: area under the miss-rate curve over clf in [0, 1] (0: very cacheable).
 
 `ProfileCacheStatistics.from_profile` computes them from the profile's trace and counts:
-  1. each trace run is cut into global batches and each batch reduced to its distinct ids (an
-     FBGEMM cache is filled a batch at a time, so repeats within a batch are not lookups);
+  1. each trace run is cut into global batches (`simulate.global_batches`) and each batch
+     reduced to its distinct ids (an FBGEMM cache is filled a batch at a time, so repeats
+     within a batch are not lookups);
   2. LRU stack distances over that stream, exactly (`lru_stack_distances`): an access whose id
      was seen earlier in the run, with d distinct other ids in between, hits a cache of C rows
      iff d < C;
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torchrec.distributed.types import CacheStatistics
 
+from torchrec_hot.planner.strategy.simulate import global_batches
 from torchrec_hot.profiling.profile import PopularityProfile
 
 CURVE_POINTS = 1000
@@ -87,22 +89,6 @@ def lru_stack_distances(ids: np.ndarray) -> np.ndarray:
         values = values[np.argsort(keys_next, kind="stable")]
         level += 1
     out[queries] = a - b
-    return out
-
-
-def _global_batches(batches: Sequence[np.ndarray], samples: Sequence[int], size: int | None):
-    """Consecutive batches joined until each holds at least `size` samples (None: as is)."""
-    if size is None:
-        return list(batches)
-    out, parts, have = [], [], 0
-    for ids, n in zip(batches, samples, strict=True):
-        parts.append(ids)
-        have += n
-        if have >= size:
-            out.append(np.concatenate(parts))
-            parts, have = [], 0
-    if parts:
-        out.append(np.concatenate(parts))
     return out
 
 
@@ -172,7 +158,7 @@ class ProfileCacheStatistics(CacheStatistics):
         runs = [r for r in profile.trace.runs if r.window in names]
         streams = []
         for run in runs:
-            batches = _global_batches(run.batches(table), run.batch_samples, global_batch_size)
+            batches = global_batches(run.batches(table), run.batch_samples, global_batch_size)
             streams.append([np.unique(b) for b in batches])
         batches_seen = sum(profile.window_data(w).num_batches for w in names)
         batch = global_batch_size or (

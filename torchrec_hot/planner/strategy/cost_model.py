@@ -113,8 +113,9 @@ V100 = HardwareSpec("V100", 900e9, 16e9, 57e9, 150e9, 12.5e9)  # the FAE paper's
 
 
 @dataclass(frozen=True)
-class TableSpec:
-    """Shape of one table's rows as the cost model needs it.
+class TableCostSpec:
+    """Bytes and dims of one table's rows, as the cost model charges them (not the logical
+    table's shape: that is `torchrec_hot.tables.spec.TableSpec`).
 
     Attributes:
         dim: embedding dimension.
@@ -135,14 +136,16 @@ class TableSpec:
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.element_bytes <= 0 or self.output_bytes <= 0:
-            raise ValueError(f"TableSpec needs positive dim and element sizes, got {self}")
+            raise ValueError(f"TableCostSpec needs positive dim and element sizes, got {self}")
         if self.optimizer_bytes < 0 or self.num_features < 0:
-            raise ValueError(f"TableSpec needs non-negative optimizer bytes/features, got {self}")
+            raise ValueError(
+                f"TableCostSpec needs non-negative optimizer bytes/features, got {self}"
+            )
 
     @classmethod
     def from_config(
         cls, config: EmbeddingBagConfig, optimizer_class: type[torch.optim.Optimizer] | None
-    ) -> TableSpec:
+    ) -> TableCostSpec:
         """The spec of a TorchRec table, its row bytes equal to `memory.row_bytes`."""
         element = torch.empty((), dtype=data_type_to_dtype(config.data_type)).element_size()
         weights = config.embedding_dim * element
@@ -243,7 +246,7 @@ class CostModel:
         self,
         hardware: HardwareSpec,
         world_size: int,
-        tables: Mapping[str, TableSpec],
+        tables: Mapping[str, TableCostSpec],
         batch_per_rank: int,
         *,
         local_world_size: int | None = None,
@@ -264,10 +267,10 @@ class CostModel:
         self.dense_ms = dense_ms
         self.uvm_efficiency = uvm_efficiency
 
-    def spec(self, table: str) -> TableSpec:
-        """The `TableSpec` of `table` (ValueError when the model does not know it)."""
+    def spec(self, table: str) -> TableCostSpec:
+        """The `TableCostSpec` of `table` (ValueError when the model does not know it)."""
         if table not in self.tables:
-            raise ValueError(f"cost model has no TableSpec for table {table!r}")
+            raise ValueError(f"cost model has no TableCostSpec for table {table!r}")
         return self.tables[table]
 
     def row_bytes(self, table: str) -> int:

@@ -39,7 +39,12 @@ from tqdm import tqdm
 from torchrec_hot.planner.hot_plan import TablePlan
 from torchrec_hot.planner.stock import hbm_fraction
 from torchrec_hot.planner.strategy.choice import Choice, choose_strategies
-from torchrec_hot.planner.strategy.cost_model import H100, CostModel, HardwareSpec, TableSpec
+from torchrec_hot.planner.strategy.cost_model import (
+    H100,
+    CostModel,
+    HardwareSpec,
+    TableCostSpec,
+)
 from torchrec_hot.planner.strategy.simulate import evaluate_table, holdout_batches
 from torchrec_hot.planner.strategy.summary import StrategySummary, TableStrategy
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
@@ -82,31 +87,34 @@ class StrategyOptions:
 class StrategyEvaluation:
     """Traffic curves of every table on held-out batches, and choices under a budget.
 
-    Args:
+    Args (keyword-only):
         configs: the logical tables.
-        counts: profiled lookups per row of each table (int64, (rows,)).
+        counts: table name -> profiled lookups per row (int64, (num_embeddings,)).
         demands: the tables' `TableDemand`s from those counts (as HotPlanner built them).
         profile: the planned profile (its trace is the fallback hold-out).
         options: see `StrategyOptions`.
-        world_size / batch_size: ranks and samples per rank per step.
+        world_size: ranks.
         local_world_size: ranks per host (the all-to-all crosses hosts beyond it; None: all
             ranks on one host).
-        optimizer_class: the fused optimizer (its state is charged per row).
-        total_budget_bytes: HBM for rows and caches, all ranks together (the grid's top).
+        batch_size: samples per rank per step (a global batch is world_size x batch_size).
+        optimizer_class: the fused optimizer (its state is charged per row; None: none).
+        total_budget_bytes: HBM bytes for rows and caches, all ranks together (the top of the
+            grid of sizes, and the budget of the static allocation it includes).
     """
 
     def __init__(
         self,
+        *,
         configs: Sequence[EmbeddingBagConfig],
         counts: Mapping[str, np.ndarray],
         demands: Sequence[TableDemand],
         profile: PopularityProfile,
         options: StrategyOptions,
         world_size: int,
+        local_world_size: int | None = None,
         batch_size: int,
         optimizer_class: type[torch.optim.Optimizer] | None,
         total_budget_bytes: int,
-        local_world_size: int | None = None,
     ) -> None:
         self.configs = list(configs)
         self.counts = counts
@@ -116,7 +124,7 @@ class StrategyEvaluation:
         self.evaluated_on = "hold-out trace" if options.holdout is not None else "profile trace"
         if options.holdout is not None:
             options.holdout.check_matches(self.configs, check_dims=False)
-        specs = {c.name: TableSpec.from_config(c, optimizer_class) for c in self.configs}
+        specs = {c.name: TableCostSpec.from_config(c, optimizer_class) for c in self.configs}
         self.row_bytes = {name: s.row_bytes for name, s in specs.items()}
         self.cost_model = CostModel(
             options.hardware, world_size, specs, batch_size,

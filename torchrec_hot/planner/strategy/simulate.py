@@ -32,7 +32,6 @@ from functools import partial
 
 import numpy as np
 
-from torchrec_hot.planner.strategy.cache_stats import _global_batches
 from torchrec_hot.planner.strategy.fbgemm_cache import (
     ASSOC,
     PreparedTrace,
@@ -61,7 +60,7 @@ def holdout_batches(
     for run in profile.trace.runs:
         if run.window not in names:
             continue
-        batches = _global_batches(run.batches(table), run.batch_samples, global_batch_size)
+        batches = global_batches(run.batches(table), run.batch_samples, global_batch_size)
         if (
             global_batch_size
             and len(batches) > 1
@@ -72,8 +71,38 @@ def holdout_batches(
     return out
 
 
+def global_batches(
+    batches: Sequence[np.ndarray], samples: Sequence[int], size: int | None
+) -> list[np.ndarray]:
+    """A trace run's batches regrouped into global batches of at least `size` samples.
+
+    Args:
+        batches: one table's ids in each batch the run recorded, in order (int64 arrays,
+            (ids in the batch,)); a recorded batch is what the profiled loop fed, typically
+            one rank's batch, so `size` is world size x per-rank batch size.
+        samples: samples in each recorded batch (ints, same length as `batches`).
+        size: samples per global batch; None keeps the recorded batches (a new list).
+    Returns:
+        int64 id arrays, each the concatenation of consecutive recorded batches that first
+        reaches `size` samples (it may overshoot: batches are never cut), in order; the last
+        one holds the leftover batches and may be short (`_tail_partial` tells).
+    """
+    if size is None:
+        return list(batches)
+    out, parts, have = [], [], 0
+    for ids, n in zip(batches, samples, strict=True):
+        parts.append(ids)
+        have += n
+        if have >= size:
+            out.append(np.concatenate(parts))
+            parts, have = [], 0
+    if parts:
+        out.append(np.concatenate(parts))
+    return out
+
+
 def _tail_partial(samples: Sequence[int], size: int) -> bool:
-    """Whether `_global_batches` leaves a last batch of fewer than `size` samples."""
+    """Whether `global_batches` leaves a last batch of fewer than `size` samples."""
     have = 0
     for n in samples:
         have += n

@@ -42,8 +42,7 @@ passed through: both halves of `f` get `f`'s strides and inverse indices. An uns
 `EmbeddingBagCollection` accepts such a KJT on CPU (it expands pooled outputs by the inverse
 indices), and so does the remap.
 
-Row helpers for the same split of table rows (`cold_mask`, `split_rows`, `merge_rows`) live in
-`row_split.py` and are re-exported here.
+The same split of a table's rows, optimizer state and state-dict keys is `tables.rows`.
 """
 
 from __future__ import annotations
@@ -59,9 +58,9 @@ from torchrec_hot.sharding.remap.batched_cpu import first_bad_key, remap_batched
 from torchrec_hot.sharding.remap.cpu import remap_per_key
 from torchrec_hot.sharding.remap.layout import RemapLayout, build_layout
 from torchrec_hot.sharding.remap.vectorised import remap_vectorised, rows_and_keys
-from torchrec_hot.tables.rows import cold_mask, merge_rows, split_rows
+from torchrec_hot.tables.rows import cold_mask
 
-__all__ = ["KJTRemapper", "cold_mask", "merge_rows", "remap_kjt", "split_rows", "validate_ids"]
+__all__ = ["KJTRemapper", "remap_kjt", "validate_ids"]
 
 _LAYOUT_CACHE_SIZE = 16
 
