@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig
 
 from torchrec_hot import PopularityProfile
-from torchrec_hot.data.synthetic import zipf_batches, zipf_ranks
+from torchrec_hot.data.synthetic import zipf_ranks
+from torchrec_hot.data.workloads import zipf_batches
 from torchrec_hot.planner.strategy.fbgemm_cache import ASSOC, prepare_trace, simulate
 from torchrec_hot.planner.strategy.simulate import (
     evaluate_table,

@@ -28,7 +28,7 @@ from torchrec_hot.checkpoint.gathered import (
     logical_optimizer_state,
     logical_state_dict,
 )
-from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.data.workloads import zipf_batches
 from torchrec_hot.runtime.online import OnlineCounter
 from torchrec_hot.runtime.pipeline import drain_pipeline, make_train_pipeline, replan_pipelined
 from torchrec_hot.runtime.rehot import rehot_plan

@@ -18,7 +18,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 
 from torchrec_hot import HotPlan, HotPlanner, PopularityProfile, make_topology
 from torchrec_hot.data.chunk import FeatureIds, IdChunk
-from torchrec_hot.data.synthetic import zipf_batches
+from torchrec_hot.data.workloads import zipf_batches
 from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.tables.allocation import TableDemand
 

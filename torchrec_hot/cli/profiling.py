@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from torchrec_hot.data.chunk import FeatureIds, IdChunk
 from torchrec_hot.data.readers import DEFAULT_CHUNK_SAMPLES, FORMATS, Source, open_source
-from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables, zipf_batches
+from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables
 from torchrec_hot.data.workloads import window_batches
 from torchrec_hot.profiling.distributed import all_reduce_profile
 from torchrec_hot.profiling.io import load_profile, save_profile
@@ -209,18 +209,15 @@ def run_profile(args: argparse.Namespace) -> int:
 def _synthetic(args, tables: list[TableSpec], rank: int, world: int):
     configs = criteo_tables(args.synthetic, args.scale, args.embedding_dim)
     drift = [t for t in args.drift_tables.split(",") if t]
-    if drift or args.synthetic_window is not None:
-        batches = window_batches(
-            configs,
-            args.batches,
-            args.batch_size,
-            args.alpha,
-            args.synthetic_window or 0,
-            drift,
-            args.seed,
-        )
-    else:
-        batches = zipf_batches(configs, args.batches, args.batch_size, args.alpha, seed=args.seed)
+    batches = window_batches(
+        configs,
+        args.batches,
+        args.batch_size,
+        args.alpha,
+        args.synthetic_window or 0,
+        drift,
+        args.seed,
+    )
     for i, kjt in enumerate(batches):
         if i % world == rank:
             yield kjt

@@ -5,8 +5,8 @@ Public names (this one import path each): `criteo_tables`, `zipf_batches`, `work
 """
 
 from torchrec_hot.data.readers import kjt_source, open_source
-from torchrec_hot.data.synthetic import criteo_tables, zipf_batches
-from torchrec_hot.data.workloads import TableKind, window_batches, workload_batches
+from torchrec_hot.data.synthetic import criteo_tables
+from torchrec_hot.data.workloads import TableKind, window_batches, workload_batches, zipf_batches
 
 __all__ = [
     "TableKind",

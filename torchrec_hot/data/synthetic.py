@@ -1,19 +1,16 @@
-"""Synthetic Criteo-shaped workloads: the published cardinalities with Zipf-distributed ids.
+"""Synthetic Criteo-shaped tables (the published cardinalities) and bounded Zipf ranks.
 
-Each table draws row ranks from a bounded Zipf law (P(rank r) ~ r^-alpha, r = 1..N) by inverse
-transform of its continuous approximation, then maps rank -> id with a per-table affine
-permutation `id = (a * (r - 1) + b) mod N` (a coprime to N), so the hot ids are scattered over the
-table as in real data, with O(1) memory even for tables of tens of millions of rows.
+`zipf_ranks` draws row ranks from a bounded Zipf law (P(rank r) ~ r^-alpha, r = 1..N) by inverse
+transform of its continuous approximation, with O(1) memory even for tables of tens of
+millions of rows; `workloads.py` maps ranks to ids and builds the batches.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
-from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec import EmbeddingBagConfig
 
 # Sparse feature cardinalities, in feature order (public; see DESIGN.md).
 CRITEO_KAGGLE: tuple[int, ...] = (
@@ -109,40 +106,3 @@ def zipf_ranks(num_rows: int, alpha: float, size: int, rng: np.random.Generator)
         e = 1.0 - alpha
         x = (u * ((n + 1.0) ** e - 1.0) + 1.0) ** (1.0 / e)
     return np.clip(np.floor(x).astype(np.int64) - 1, 0, num_rows - 1)
-
-
-def _scatter(num_rows: int, seed: int) -> tuple[int, int]:
-    """Affine permutation parameters (a, b) of [0, num_rows) with gcd(a, num_rows) == 1."""
-    rng = np.random.default_rng(seed)
-    a = int(rng.integers(1, max(2, num_rows)))
-    while math.gcd(a, num_rows) != 1:
-        a += 1
-    return a % max(1, num_rows) or 1, int(rng.integers(0, num_rows))
-
-
-def zipf_batches(
-    tables: Sequence[EmbeddingBagConfig],
-    num_batches: int,
-    batch_size: int,
-    alpha: float = 1.1,
-    pooling_factor: int = 1,
-    seed: int = 0,
-) -> Iterator[KeyedJaggedTensor]:
-    """Yields `num_batches` KJTs of `batch_size` samples; every feature of every table gets
-    `pooling_factor` Zipf(alpha) ids per sample (lengths all equal `pooling_factor`)."""
-    rng = np.random.default_rng(seed)
-    features = [(f, t) for t in tables for f in t.feature_names]
-    perms = {t.name: _scatter(t.num_embeddings, seed * 7919 + i) for i, t in enumerate(tables)}
-    per_feature = batch_size * pooling_factor
-    for _ in range(num_batches):
-        values = np.empty(per_feature * len(features), dtype=np.int64)
-        for j, (_, table) in enumerate(features):
-            n = table.num_embeddings
-            a, b = perms[table.name]
-            ranks = zipf_ranks(n, alpha, per_feature, rng)
-            values[j * per_feature : (j + 1) * per_feature] = (ranks * a + b) % n
-        yield KeyedJaggedTensor.from_lengths_sync(
-            keys=[f for f, _ in features],
-            values=torch.from_numpy(values),
-            lengths=torch.full((batch_size * len(features),), pooling_factor, dtype=torch.int32),
-        )

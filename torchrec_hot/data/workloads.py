@@ -10,8 +10,11 @@ Each table has one of three kinds (`TableKind`):
     share `session_turnover` of the pool is replaced by fresh Zipf draws with a permutation of
     its window (drifting too). An id stays active for about 1 / turnover batches and is looked
     up many times meanwhile: what a cache (and look-forward) exploits and a static set cannot.
-One id per feature and sample. `workload_batches` yields KJTs like `synthetic.zipf_batches`;
-`window_batches` is this with drifting and stable tables only.
+Ranks are mapped to ids by a per-table affine permutation `id = (a * rank + b) mod N` (a coprime
+to N), so the hot ids are scattered over the table as in real data. `pooling_factor` ids per
+feature and sample (default 1). This is the one synthetic generator: `window_batches` (stable
+and drifting tables) and `zipf_batches` (all stable) are `workload_batches`, so a profile and a
+hold-out drawn with the same seed share their stable tables' hot ids whichever is used.
 """
 
 from __future__ import annotations
@@ -53,13 +56,17 @@ def workload_batches(
     seed: int = 0,
     session_pool: float = 0.25,
     session_turnover: float = 0.25,
+    pooling_factor: int = 1,
 ) -> Iterator[KeyedJaggedTensor]:
     """`num_batches` KJTs of `batch_size` samples of window `window` (features in table order,
-    every length 1); `kinds`: table name -> its `TableKind` (default stable)."""
+    every length `pooling_factor`); `kinds`: table name -> its `TableKind` (default stable);
+    `seed` picks the permutations (the data set), `window` the draws."""
     kinds = {name: TableKind(k) for name, k in (kinds or {}).items()}
     unknown = set(kinds) - {t.name for t in tables}
     if unknown:
         raise ValueError(f"kinds name tables {sorted(unknown)} that are not among the tables")
+    if pooling_factor < 1:
+        raise ValueError(f"pooling_factor must be >= 1, got {pooling_factor}")
     if not (0 < session_pool and 0 < session_turnover <= 1):
         raise ValueError(
             f"need session_pool > 0 and 0 < session_turnover <= 1, got {session_pool}, "
@@ -75,22 +82,23 @@ def workload_batches(
             size = max(1, int(session_pool * batch_size))
             pools[t.name] = _draw(t.num_embeddings, alpha, size, perms[t.name], rng)
     keys = [f for t in tables for f in t.feature_names]
+    ids = batch_size * pooling_factor  # per feature and batch
     for _ in range(num_batches):
         values = []  # feature after feature, in table order
         for t in tables:
             pool = pools.get(t.name)
             for _ in t.feature_names:
                 if pool is None:
-                    values.append(_draw(t.num_embeddings, alpha, batch_size, perms[t.name], rng))
+                    values.append(_draw(t.num_embeddings, alpha, ids, perms[t.name], rng))
                 else:
-                    values.append(pool[rng.integers(0, pool.size, batch_size)])
+                    values.append(pool[rng.integers(0, pool.size, ids)])
             if pool is not None:  # after every batch a share of the active ids turns over
                 fresh = rng.random(pool.size) < session_turnover
                 pool[fresh] = _draw(t.num_embeddings, alpha, int(fresh.sum()), perms[t.name], rng)
         yield KeyedJaggedTensor.from_lengths_sync(
             keys=keys,
             values=torch.from_numpy(np.concatenate(values)),
-            lengths=torch.ones(batch_size * len(keys), dtype=torch.int32),
+            lengths=torch.full((batch_size * len(keys),), pooling_factor, dtype=torch.int32),
         )
 
 
@@ -115,3 +123,20 @@ def window_batches(
     (`workload_batches` with those tables `drift`, the others stable)."""
     kinds = dict.fromkeys(drift_tables, "drift")
     return workload_batches(tables, num_batches, batch_size, alpha, kinds, window, seed)
+
+
+def zipf_batches(
+    tables: Sequence[EmbeddingBagConfig],
+    num_batches: int,
+    batch_size: int,
+    alpha: float = 1.1,
+    pooling_factor: int = 1,
+    seed: int = 0,
+    window: int = 0,
+) -> Iterator[KeyedJaggedTensor]:
+    """`num_batches` KJTs of `batch_size` samples, every table stable Zipf(alpha) with
+    `pooling_factor` ids per feature and sample (`workload_batches` with no drift)."""
+    return workload_batches(
+        tables, num_batches, batch_size, alpha, window=window, seed=seed,
+        pooling_factor=pooling_factor,
+    )
