@@ -127,7 +127,7 @@ def _sharded(
     )
     plan = planner.plan(model, [EmbeddingBagCollectionSharder()])
     if colocate:
-        plan, _ = colocate_split_tables(plan, dict.fromkeys(colocate, 0), "ebc")  # no host check
+        plan, _ = colocate_split_tables(plan, dict.fromkeys(colocate, 0))  # no host check
     return DistributedModelParallel(model, plan=plan, device=device)
 
 

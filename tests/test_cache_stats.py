@@ -105,7 +105,7 @@ def test_torchrec_planner_takes_the_statistics_for_fused_uvm_caching():
             cache_params=CacheParams(load_factor=0.1, stats=spy),
         )
     }
-    plan = run_torchrec_planner(meta_model(tables, "", None), make_topology(2, "cuda"), 1024,
+    plan = run_torchrec_planner(meta_model({"": tables}, None), make_topology(2, "cuda"), 1024,
                                 0.15, constraints)
     assert plan.plan[""]["t0"].compute_kernel == "fused_uvm_caching"
     assert calls and all(c == pytest.approx(0.1) for c in calls)

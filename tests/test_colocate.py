@@ -66,7 +66,7 @@ def test_a_move_that_overfills_host_memory_is_not_made():
     moves = [n for n in movable
              if _ranks(apart, n + "__hot") != _ranks(apart, n + "__cold")]
     assert moves, "TorchRec should have put some halves apart"
-    _, used = plan_rank_bytes(apart.tables, apart.sharding_plan, "m", 2)
+    _, used = plan_rank_bytes(apart.tables, apart.sharding_plan, 2)
     first = moves[0]
     dst = _ranks(apart, first + "__hot")[0]
     # room for exactly the first move on its destination, none for any later one there
@@ -74,10 +74,10 @@ def test_a_move_that_overfills_host_memory_is_not_made():
     room[dst] = used[dst] + movable[first]
     room[1 - dst] = 10**15
     plan, together = colocate_split_tables(
-        apart.sharding_plan, movable, "m", used, room)
+        apart.sharding_plan, movable, used, room)
     assert first in together
     assert plan.plan[module][first + "__cold"].ranks == [dst]
-    _, after = plan_rank_bytes(apart.tables, plan, "m", 2)
+    _, after = plan_rank_bytes(apart.tables, plan, 2)
     assert all(a <= r for a, r in zip(after, room, strict=True)), (after, room)
     into_dst = [n for n in moves[1:] if _ranks(apart, n + "__hot") == [dst]]
     if into_dst and not any(_ranks(apart, n + "__cold") == [dst] for n in moves):
@@ -86,7 +86,7 @@ def test_a_move_that_overfills_host_memory_is_not_made():
     # one byte less: that move is skipped, the others are made
     room[dst] -= 1
     plan, together = colocate_split_tables(
-        apart.sharding_plan, movable, "m", used, room)
+        apart.sharding_plan, movable, used, room)
     assert first not in together and plan.plan[module][first + "__cold"].ranks != [dst]
     assert set(together) == set(movable) - {first}
     # the input plan is untouched

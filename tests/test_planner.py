@@ -116,7 +116,7 @@ def test_uniform_table_stays_cold_under_a_tight_budget():
 
 def _check_plan_is_consistent(plan: HotPlan, tables) -> None:
     """Hot ids are the top rows, kernels follow the roles, per-rank bytes add up."""
-    module_plan = plan.sharding_plan.plan[split_module_path(plan.module_path)]
+    module_plan = plan.sharding_plan.plan[split_module_path(plan.tables[0].module_path)]
     world = plan.world_size
     hbm = [0] * world
     for t in tables:
@@ -149,7 +149,7 @@ def test_row_bytes_match_torchrecs_storage_estimate():
         for kernel in ("fused", "fused_uvm"):
             enum = EmbeddingEnumerator(topology, 512, constraints={"t": ParameterConstraints(
                 sharding_types=["table_wise"], compute_kernels=[kernel])})
-            (option,) = enum.enumerate(meta_model([table], "", opt),
+            (option,) = enum.enumerate(meta_model({"": [table]}, opt),
                                        [EmbeddingBagCollectionSharder()])
             hbm[kernel] = option.shards[0].storage.hbm
         weights_and_state = hbm["fused"] - hbm["fused_uvm"]  # the I/O charge cancels
@@ -170,7 +170,7 @@ def test_plan_json_roundtrip(tmp_path: Path, small_plan):
     path = tmp_path / "plan.json"
     plan.to_json(path)
     loaded = HotPlan.from_json(path)
-    assert loaded.module_path == "sparse.ebc"
+    assert loaded.module_paths == ["sparse.ebc"]
     assert list(loaded.sharding_plan.plan) == ["sparse.ebc.split_ebc"]
     assert str(loaded.sharding_plan) == str(plan.sharding_plan)
     assert str(loaded.stock.sharding_plan) == str(plan.stock.sharding_plan)
@@ -182,6 +182,27 @@ def test_plan_json_roundtrip(tmp_path: Path, small_plan):
     _check_plan_is_consistent(loaded, tables)
 
 
+def test_single_module_plan_files_of_format_1_still_load(tmp_path: Path, small_plan):
+    plan, _ = small_plan
+    path = tmp_path / "plan.json"
+    plan.to_json(path)
+    doc = json.loads(path.read_text())
+    assert doc["format_version"] == 2
+    doc["format_version"], doc["module_path"] = 1, "sparse.ebc"  # format 1: one module
+    for t in doc["tables"]:
+        del t["module_path"], t["constrained"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    (tmp_path / "old.hot_ids.npz").write_bytes((tmp_path / "plan.hot_ids.npz").read_bytes())
+    doc["hot_ids_file"] = "old.hot_ids.npz"
+    old.write_text(json.dumps(doc))
+    loaded = HotPlan.from_json(old)
+    assert loaded.module_paths == ["sparse.ebc"]
+    assert [t.module_path for t in loaded.tables] == ["sparse.ebc"] * len(plan.tables)
+    for a, b in zip(plan.tables, loaded.tables, strict=True):
+        np.testing.assert_array_equal(a.hot_ids, b.hot_ids)
+
+
 def test_bad_plan_files(tmp_path: Path, small_plan):
     plan, _ = small_plan
     path = tmp_path / "plan.json"
@@ -190,7 +211,7 @@ def test_bad_plan_files(tmp_path: Path, small_plan):
     cases = {
         "truncated.json": (text[: len(text) // 2], "not valid JSON"),
         "foreign.json": (json.dumps({"hello": 1}), "not a torchrec-hot plan"),
-        "newer.json": (text.replace('"format_version": 1', '"format_version": 7'), "version 7"),
+        "newer.json": (text.replace('"format_version": 2', '"format_version": 7'), "version 7"),
         "no_sidecar.json": (text.replace("plan.hot_ids.npz", "gone.npz"), "does not exist"),
     }
     for name, (content, message) in cases.items():

@@ -4,9 +4,10 @@ The public surface, stage by stage (each name has this one import path; syntheti
 file readers are in `torchrec_hot.data`):
   profile     PopularityProfile, TableSpec, save_profile / load_profile, merge_profiles,
               all_reduce_profile, ProfileFormatError
-  plan        HotPlanner, HotPlan, TablePlan, StrategyOptions, Strategy, make_topology,
-              retarget_sharding_plan, ProfileCacheStatistics, HardwareSpec (H100, A100, V100),
-              PlanDoesNotFitError, PlanFormatError
+  plan        HotShardingPlanner (TorchRec's ShardingPlanner), HotPlanner, HotPlan, TablePlan,
+              StrategyOptions, Strategy, make_topology, retarget_sharding_plan,
+              ProfileCacheStatistics, HardwareSpec (H100, A100, V100), PlanDoesNotFitError,
+              PlanFormatError
   apply       apply_hot_plan, HotColdEmbeddingBagCollection, hot_cold_modules, Placement
   checkpoint  logical_state_dict / load_logical_state_dict, logical_optimizer_state /
               load_logical_optimizer_state (gathered); save_checkpoint / load_checkpoint /
@@ -29,9 +30,11 @@ from torchrec_hot.checkpoint.sharded import (
     save_checkpoint,
 )
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError, TablePlan
-from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError
+from torchrec_hot.planner.hot_planner import HotPlanner
 from torchrec_hot.planner.memory import make_topology
+from torchrec_hot.planner.placement import PlanDoesNotFitError
 from torchrec_hot.planner.plan_io import retarget_sharding_plan
+from torchrec_hot.planner.sharding_planner import HotShardingPlanner
 from torchrec_hot.planner.strategy.cache_stats import ProfileCacheStatistics
 from torchrec_hot.planner.strategy.cost_model import A100, H100, V100, HardwareSpec
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
@@ -64,6 +67,7 @@ __all__ = [
     "HotColdEmbeddingBagCollection",
     "HotPlan",
     "HotPlanner",
+    "HotShardingPlanner",
     "MigrationReport",
     "OnlineCounter",
     "Placement",

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from torchrec.distributed.types import ParameterSharding
 
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
-from torchrec_hot.planner.plan_io import shard_rows_per_rank
+from torchrec_hot.planner.plan_io import parameter_shardings, shard_rows_per_rank
 from torchrec_hot.planner.stock import hbm_fraction
 from torchrec_hot.planner.strategy.summary import StrategySummary
-from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _our_table_row(
 
 def _ours(plan: HotPlan) -> PlanColumns:
     world = plan.world_size
-    module_plan = plan.sharding_plan.plan[split_module_path(plan.module_path)]
+    module_plan = parameter_shardings(plan.sharding_plan)
     shapes: dict[str, tuple[int, int]] = {}
     lookups: dict[str, float] = {}
     for tp in plan.tables:
@@ -185,7 +185,7 @@ def _stock(plan: HotPlan) -> PlanColumns | None:
     if stock.sharding_plan is None:
         return PlanColumns("stock TorchRec", (), (), 0.0, error=stock.error)
     world = plan.world_size
-    module_plan = stock.sharding_plan.plan[""]
+    module_plan = parameter_shardings(stock.sharding_plan)
     rows = []
     for tp in plan.tables:
         ps = module_plan[tp.name]

@@ -29,8 +29,9 @@ import torch  # noqa: E402
 
 from torchrec_hot.cli import profiling as commands  # noqa: E402
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
-from torchrec_hot.planner.hot_planner import HotPlanner, PlanDoesNotFitError  # noqa: E402
+from torchrec_hot.planner.hot_planner import HotPlanner  # noqa: E402
 from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
+from torchrec_hot.planner.placement import PlanDoesNotFitError  # noqa: E402
 from torchrec_hot.planner.strategy.cost_model import A100, H100, V100  # noqa: E402
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions  # noqa: E402
 from torchrec_hot.profiling.io import ProfileFormatError, load_profile  # noqa: E402

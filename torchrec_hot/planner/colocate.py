@@ -21,7 +21,7 @@ from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, Shard
 from torchrec.distributed.types import ParameterSharding, ShardingPlan
 
 from torchrec_hot.planner.table_plans import TablePlan
-from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement, split_module_path
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement
 
 TABLE_WISE = "table_wise"
 
@@ -49,32 +49,35 @@ def movable_cold_halves(table_plans: Sequence[TablePlan]) -> dict[str, int]:
 def colocate_split_tables(
     plan: ShardingPlan,
     cold_bytes: Mapping[str, int],
-    module_path: str,
     host_used: Sequence[int] | None = None,
     host_bytes: Sequence[int] | None = None,
 ) -> tuple[ShardingPlan, list[str]]:
     """`plan` with the cold half of each split table of `cold_bytes` (logical name -> bytes of
     its cold half, which holds no HBM rows, see `movable_cold_halves`) moved to its hot half's
-    rank where both are table-wise; the input plan is not modified. With `host_used` /
-    `host_bytes` (host memory used and available per rank), a move that would put a rank over
-    its host memory is not made. Returns the plan and the logical tables whose halves share a
-    rank."""
-    key = split_module_path(module_path)
-    module_plan = dict(plan.plan[key])
+    rank where both are table-wise, in whichever module of `plan` the halves are; the input
+    plan is not modified. With `host_used` / `host_bytes` (host memory used and available per
+    rank), a move that would put a rank over its host memory is not made. Returns the plan and
+    the logical tables whose halves share a rank."""
     used = None if host_used is None else list(host_used)
     together: list[str] = []
-    for name in cold_bytes:
-        hot = module_plan[name + HOT_SUFFIX]
-        cold = module_plan[name + COLD_SUFFIX]
-        if hot.sharding_type != TABLE_WISE or cold.sharding_type != TABLE_WISE:
-            continue
-        if cold.ranks != hot.ranks:
-            src, dst = cold.ranks[0], hot.ranks[0]
-            if used is not None and host_bytes is not None:
-                size = cold_bytes[name]
-                if used[dst] + size > host_bytes[dst]:
-                    continue
-                used[src], used[dst] = used[src] - size, used[dst] + size
-            module_plan[name + COLD_SUFFIX] = _moved(cold, hot)
-        together.append(name)
-    return ShardingPlan({**plan.plan, key: type(plan.plan[key])(module_plan)}), together
+    modules = dict(plan.plan)
+    for key, original in plan.plan.items():
+        module_plan = dict(original)
+        for name in cold_bytes:
+            hot = module_plan.get(name + HOT_SUFFIX)
+            cold = module_plan.get(name + COLD_SUFFIX)
+            if hot is None or cold is None:
+                continue
+            if hot.sharding_type != TABLE_WISE or cold.sharding_type != TABLE_WISE:
+                continue
+            if cold.ranks != hot.ranks:
+                src, dst = cold.ranks[0], hot.ranks[0]
+                if used is not None and host_bytes is not None:
+                    size = cold_bytes[name]
+                    if used[dst] + size > host_bytes[dst]:
+                        continue
+                    used[src], used[dst] = used[src] - size, used[dst] + size
+                module_plan[name + COLD_SUFFIX] = _moved(cold, hot)
+            together.append(name)
+        modules[key] = type(original)(module_plan)
+    return ShardingPlan(modules), together

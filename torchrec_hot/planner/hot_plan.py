@@ -1,8 +1,12 @@
 """`HotPlan`: which rows of which tables are hot, where every shard lives, and why.
 
-A plan is a frozen value. `to_json(path)` writes `path` (JSON: tables, sizes, bytes per rank,
-the TorchRec `ShardingPlan`, the stock comparison) and a sidecar `<stem>.hot_ids.npz` with every
-table's sorted hot ids; `from_json(path)` reads both back and checks they belong together.
+A plan covers every planned embedding module of a model: each `TablePlan` names the module it
+belongs to (`module_path`), and table names are unique across the model (as TorchRec's
+`ParameterConstraints` assume). A plan is a frozen value. `to_json(path)` writes `path` (JSON:
+tables, sizes, bytes per rank, the TorchRec `ShardingPlan`, the stock comparison) and a sidecar
+`<stem>.hot_ids.npz` with every table's sorted hot ids; `from_json(path)` reads both back and
+checks they belong together. Format 2 records each table's module; format-1 files (one module
+for the whole plan) still load.
 Units: bytes are per rank and include optimizer state; lookups are counts from the profile.
 """
 
@@ -22,7 +26,8 @@ from torchrec_hot.planner.plan_io import sharding_plan_from_dict, sharding_plan_
 from torchrec_hot.planner.strategy.summary import StrategySummary
 from torchrec_hot.tables.split import Placement, placement_of
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _MAGIC = "torchrec-hot-plan"
 
 
@@ -45,6 +50,8 @@ class TablePlan:
             half of a split table, or the whole table when it has no hot rows); 0: no cache.
         cache_algorithm: "lru" or "lfu", FBGEMM's replacement policy for the cache.
         prefetch: the cache is filled batches ahead (TorchRec's prefetch pipeline).
+        module_path: path of the embedding module holding the table ("" for the root).
+        constrained: the user's `ParameterConstraints` place the table (kept whole, as given).
     """
 
     name: str
@@ -59,6 +66,8 @@ class TablePlan:
     cache_rows: int = 0
     cache_algorithm: str = "lru"
     prefetch: bool = False
+    module_path: str = ""
+    constrained: bool = False
 
     @property
     def hot_rows(self) -> int:
@@ -109,18 +118,17 @@ class HotPlan:
     """The result of `HotPlanner.plan`.
 
     Attributes:
-        module_path: path of the planned EmbeddingBagCollection in the model ("" for the root).
-        tables: per logical table, in the model's table order.
+        tables: per logical table, module after module, in each module's table order.
         hbm_budget_bytes: HBM per rank for embedding rows (weights + optimizer state).
         hbm_cap_bytes: HBM per rank given to TorchRec's topology (budget + its reservations).
         hbm_bytes_per_rank / uvm_bytes_per_rank: weights + optimizer state of this plan.
-        sharding_plan: TorchRec plan of the split tables, keyed by `split_module_path`.
+        sharding_plan: TorchRec plan of the split tables, keyed by `split_module_path` of each
+            module's path.
         stock: the stock TorchRec comparison, when computed.
         strategies: the per-table strategy choice and its modeled times, when the planner
             chose strategies (`HotPlanner(..., strategies=...)`).
     """
 
-    module_path: str
     tables: tuple[TablePlan, ...]
     world_size: int
     compute_device: str
@@ -134,6 +142,18 @@ class HotPlan:
     stock: StockComparison | None = None
     strategies: StrategySummary | None = None
 
+    @property
+    def module_paths(self) -> list[str]:
+        """Paths of the planned modules, in plan order."""
+        return list(dict.fromkeys(t.module_path for t in self.tables))
+
+    def tables_in(self, module_path: str) -> tuple[TablePlan, ...]:
+        """The tables of the module at `module_path` (KeyError when the plan has none)."""
+        tables = tuple(t for t in self.tables if t.module_path == module_path)
+        if not tables:
+            raise KeyError(f"no module {module_path!r} in the plan (modules: {self.module_paths})")
+        return tables
+
     def table(self, name: str) -> TablePlan:
         for t in self.tables:
             if t.name == name:
@@ -142,7 +162,7 @@ class HotPlan:
 
     @property
     def hot_ids(self) -> dict[str, np.ndarray]:
-        """Table name -> sorted hot ids."""
+        """Table name -> sorted hot ids (all modules; table names are unique in a plan)."""
         return {t.name: t.hot_ids for t in self.tables}
 
     @property
@@ -151,8 +171,10 @@ class HotPlan:
         total = sum(t.lookups for t in self.tables)
         return sum(t.hot_lookups for t in self.tables) / total if total else 0.0
 
-    def logical_configs(self) -> list[EmbeddingBagConfig]:
-        """The logical tables (pooling is the model's concern and not recorded: SUM here)."""
+    def logical_configs(self, module_path: str | None = None) -> list[EmbeddingBagConfig]:
+        """The logical tables of one module (None: all; pooling is the model's concern and not
+        recorded: SUM here)."""
+        tables = self.tables if module_path is None else self.tables_in(module_path)
         return [
             EmbeddingBagConfig(
                 name=t.name,
@@ -160,7 +182,7 @@ class HotPlan:
                 embedding_dim=t.embedding_dim,
                 feature_names=list(t.feature_names),
             )
-            for t in self.tables
+            for t in tables
         ]
 
     # ---- files --------------------------------------------------------------------------
@@ -176,7 +198,6 @@ class HotPlan:
             "format_version": FORMAT_VERSION,
             "hot_ids_file": sidecar.name,
             "hot_ids_sha256": hashlib.sha256(sidecar.read_bytes()).hexdigest(),
-            "module_path": self.module_path,
             "world_size": self.world_size,
             "compute_device": self.compute_device,
             "batch_size": self.batch_size,
@@ -199,6 +220,8 @@ class HotPlan:
                     "cache_rows": t.cache_rows,
                     "cache_algorithm": t.cache_algorithm,
                     "prefetch": t.prefetch,
+                    "module_path": t.module_path,
+                    "constrained": t.constrained,
                 }
                 for t in self.tables
             ],
@@ -222,10 +245,10 @@ class HotPlan:
             raise PlanFormatError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from e
         if not isinstance(doc, dict) or doc.get("magic") != _MAGIC:
             raise PlanFormatError(f"{path} is not a torchrec-hot plan")
-        if doc.get("format_version") != FORMAT_VERSION:
+        if doc.get("format_version") not in READABLE_VERSIONS:
             raise PlanFormatError(
                 f"{path} has plan format version {doc.get('format_version')}, "
-                f"this torchrec-hot reads version {FORMAT_VERSION}"
+                f"this torchrec-hot reads versions {READABLE_VERSIONS}"
             )
         try:
             return _plan_from_doc(doc, path)
@@ -242,6 +265,7 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
     if hashlib.sha256(sidecar.read_bytes()).hexdigest() != doc["hot_ids_sha256"]:
         raise PlanFormatError(f"hot-ids file {sidecar} does not match plan {path} (checksum)")
     tables = []
+    default_path = doc.get("module_path", "")  # format 1: one module for the whole plan
     with np.load(sidecar, allow_pickle=False) as ids:
         for i, t in enumerate(doc["tables"]):
             hot_ids = np.asarray(ids[f"hot_ids_{i}"], dtype=np.int64)
@@ -261,10 +285,11 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
                     cache_rows=int(t.get("cache_rows", 0)),
                     cache_algorithm=str(t.get("cache_algorithm", "lru")),
                     prefetch=bool(t.get("prefetch", False)),
+                    module_path=str(t.get("module_path", default_path)),
+                    constrained=bool(t.get("constrained", False)),
                 )
             )
     return HotPlan(
-        module_path=doc["module_path"],
         tables=tuple(tables),
         world_size=int(doc["world_size"]),
         compute_device=doc["compute_device"],

@@ -1,14 +1,17 @@
 """`HotPlanner`: hot rows per table under a per-rank HBM budget, placed by TorchRec's planner.
 
-Steps of `HotPlanner.plan`:
+Steps of `HotPlanner.plan`, for one embedding module or a whole model's (every table of every
+module competes for the same budget):
 1. every table's rows, ranked by profiled lookups, compete for `world_size * budget` bytes of
-   HBM (`allocation.allocate_hot_rows`: most lookups per byte first);
+   HBM (`allocation.allocate_hot_rows`: most lookups per byte first); tables the user's
+   `ParameterConstraints` pin to a kernel stay whole where the user put them, and their HBM
+   rows come out of the budget first;
 2. each table becomes `T__hot` + `T__cold` (or stays whole: all rows fit, or none worth it);
 3. `ParameterConstraints` per split table: hot -> kernel `fused` (HBM), cold -> `fused_uvm`
    on CUDA topologies (`fused` for both on CPU), pooling factors scaled by each half's share of
-   lookups; TorchRec's stock `EmbeddingShardingPlanner` then places the shards against a
-   topology whose HBM is the budget plus TorchRec's own charges (I/O buffers, percentage
-   reservation);
+   lookups; TorchRec's stock `EmbeddingShardingPlanner` then places the shards of every
+   module at once against a topology whose HBM is the budget plus TorchRec's own charges (I/O
+   buffers, percentage reservation) (`placement.py`);
 4. the placed plan is checked rank by rank: weights + optimizer state of hot shards must be
    within the budget on every rank, else the total is shrunk by the overflow and re-planned.
 """
@@ -16,48 +19,65 @@ Steps of `HotPlanner.plan`:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import CacheStatistics, ShardingPlan
 
-from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
-from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
-from torchrec_hot.planner.stock import compare_with_stock, hbm_fraction
+from torchrec_hot.planner.placement import (
+    PlanDoesNotFitError,
+    SplitPlacement,
+    constrained_table_plan,
+    pins_kernel,
+    with_module_paths,
+)
+from torchrec_hot.planner.stock import compare_with_stock
 from torchrec_hot.planner.strategy.cache_stats import CacheStatisticsOf
 from torchrec_hot.planner.strategy.evaluation import StrategyEvaluation, StrategyOptions
-from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
+from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import (
     explain_planner_error,
     io_reserves,
-    meta_model,
-    run_torchrec_planner,
     table_io_bytes,
 )
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
-from torchrec_hot.tables.split import (
-    COLD_SUFFIX,
-    HOT_SUFFIX,
-    Placement,
-    split_module_path,
-    split_table_configs,
-)
 
-_MAX_ROUNDS = 8
+Tables = EmbeddingBagCollection | Sequence[EmbeddingBagConfig]
+# Sharding types TorchRec's EmbeddingBagCollectionSharder offers on CPU (row-wise needs CUDA)
+CPU_TYPES = {"data_parallel", "table_wise", "column_wise", "table_column_wise"}
 
 
-class PlanDoesNotFitError(ValueError):
-    """No placement fits the topology; the message says how many bytes miss on which rank."""
+
+def _modules(
+    tables: Tables | Mapping[str, Tables], module_path: str
+) -> tuple[dict[str, list[EmbeddingBagConfig]], set[str]]:
+    """(module path -> its logical tables, paths of weighted modules)."""
+    items = tables.items() if isinstance(tables, Mapping) else [(module_path, tables)]
+    modules: dict[str, list[EmbeddingBagConfig]] = {}
+    weighted: set[str] = set()
+    for path, module in items:
+        if isinstance(module, EmbeddingBagCollection):
+            if module.is_weighted():
+                weighted.add(path)
+            module = module.embedding_bag_configs()
+        modules[path] = list(module)
+    names = [c.name for configs in modules.values() for c in configs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"tables {twice} occur in several modules: table names must be unique across the "
+            "model (TorchRec's ParameterConstraints are keyed by table name)"
+        )
+    return modules, weighted
 
 
 class HotPlanner:
-    """Plans hot rows and their placement for one EmbeddingBagCollection.
+    """Plans hot rows and their placement for one EmbeddingBagCollection or a whole model's.
 
     Args:
         topology: TorchRec topology (world size, compute device, DDR per rank, bandwidths).
@@ -77,6 +97,9 @@ class HotPlanner:
             None: static hot/cold splits only.
         colocate: move each table-wise cold half without a cache to its table-wise hot half's
             rank (`colocate.py`), so the two are summed there before the output all-to-all.
+        constraints: the user's TorchRec `ParameterConstraints` by logical table name: a table
+            whose constraint names a compute kernel (or cache) stays whole, placed as given;
+            one that names sharding types only is split and both halves get those types.
     """
 
     def __init__(
@@ -93,6 +116,7 @@ class HotPlanner:
         compare_with_stock: bool = True,
         strategies: StrategyOptions | None = None,
         colocate: bool = True,
+        constraints: Mapping[str, ParameterConstraints] | None = None,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
@@ -105,38 +129,60 @@ class HotPlanner:
         default_types = ["table_wise", "row_wise"] if cuda else ["table_wise"]
         self.sharding_types = list(sharding_types or default_types)
         self.cold_sharding_types = list(cold_sharding_types or self.sharding_types)
+        if not cuda and (bad := set(self.sharding_types + self.cold_sharding_types) - CPU_TYPES):
+            raise ValueError(
+                f"sharding types {sorted(bad)} are not available on a CPU topology: TorchRec's "
+                f"CPU sharders offer {sorted(CPU_TYPES)}. Plan row-wise for a CUDA topology "
+                "(make_topology(world, 'cuda')) and, to run that plan on CPU (tests), move its "
+                "shards with retarget_sharding_plan(plan.sharding_plan, 'cpu')"
+            )
         self.column_shard_dim = column_shard_dim
         self.compare_with_stock = compare_with_stock
         self.strategies = strategies
         self.colocate = colocate
+        self.constraints = dict(constraints or {})
 
     def plan(
         self,
-        tables: EmbeddingBagCollection | Sequence[EmbeddingBagConfig],
+        tables: Tables | Mapping[str, Tables],
         profile: PopularityProfile,
         module_path: str = "",
     ) -> HotPlan:
-        """Plans `tables` (an EBC, possibly on the meta device, or its configs) from `profile`.
-
-        `module_path` is where the EBC sits in the model, e.g.
-        "sparse_arch.embedding_bag_collection" for TorchRec's DLRM ("" for the root)."""
-        if isinstance(tables, EmbeddingBagCollection):
-            tables = tables.embedding_bag_configs()
-        configs = list(tables)
-        profile.check_matches(configs, check_dims=False)
+        """Plans `tables` from `profile`: an EBC (possibly on the meta device) or its configs,
+        sitting at `module_path` in the model (e.g. "sparse_arch.embedding_bag_collection" for
+        TorchRec's DLRM; "" for the root), or a whole model's modules as {module path: EBC or
+        configs}, whose tables all compete for the one budget."""
+        modules, weighted = _modules(tables, module_path)
+        all_configs = [c for configs in modules.values() for c in configs]
+        module_of = {c.name: path for path, configs in modules.items() for c in configs}
+        unknown = sorted(set(self.constraints) - set(module_of))
+        if unknown:
+            raise ValueError(f"ParameterConstraints name tables {unknown} that are not planned")
+        profile.check_matches(all_configs, check_dims=False)
         if profile.num_samples == 0:
             raise ValueError("the profile has seen no samples: profile some batches first")
         world = self.topology.world_size
-        counts = {c.name: profile.counts(c.name) for c in configs}
-        bytes_per_row = {c.name: row_bytes(c, self.optimizer_class) for c in configs}
+        counts = {c.name: profile.counts(c.name) for c in all_configs}
+        bytes_per_row = {c.name: row_bytes(c, self.optimizer_class) for c in all_configs}
+        pinned = [
+            constrained_table_plan(
+                c, self.constraints[c.name], counts[c.name], bytes_per_row[c.name],
+                module_of[c.name],
+            )
+            for c in all_configs
+            if pins_kernel(self.constraints.get(c.name))
+        ]  # fmt: skip
+        pinned_hbm = sum((tp.hot_rows + tp.cache_rows) * tp.row_bytes for tp in pinned)
+        pinned_names = {tp.name for tp in pinned}
+        configs = [c for c in all_configs if c.name not in pinned_names]
         demands = [
             TableDemand.from_counts(c.name, counts[c.name], bytes_per_row[c.name]) for c in configs
         ]
         pooling = {
             c.name: max(counts[c.name].sum() / (profile.num_samples * len(c.feature_names)), 1e-3)
-            for c in configs
+            for c in all_configs
         }
-        io = table_io_bytes(configs, self.topology, self.batch_size, pooling)
+        io = table_io_bytes(all_configs, self.topology, self.batch_size, pooling)
         failure: PlannerError | None = None
         reserves = io_reserves(io, world)
         evaluation = None
@@ -151,14 +197,35 @@ class HotPlanner:
                 local_world_size=self.topology.local_world_size,
                 batch_size=self.batch_size,
                 optimizer_class=self.optimizer_class,
-                total_budget_bytes=self._budget(reserves[0]) * world,
+                total_budget_bytes=max(0, self._budget(reserves[0]) * world - pinned_hbm),
             )
-        cache_stats = CacheStatisticsOf(
-            evaluation.source if evaluation else None, world * self.batch_size
+        placement = SplitPlacement(
+            modules=modules,
+            weighted=weighted,
+            sharding_types=self.sharding_types,
+            cold_sharding_types=self.cold_sharding_types,
+            user_constraints=self.constraints,
+            pooling=pooling,
+            cache_stats=CacheStatisticsOf(
+                evaluation.source if evaluation else None, world * self.batch_size
+            ),
+            batch_size=self.batch_size,
+            reservation_percentage=self.reservation_percentage,
+            optimizer_class=self.optimizer_class,
+            column_shard_dim=self.column_shard_dim,
+            colocate=self.colocate,
         )
+        order = {c.name: i for i, c in enumerate(all_configs)}
         for io_reserve in reserves:
             budget = self._budget(io_reserve)
-            allocate = self._allocator(configs, counts, demands, bytes_per_row, budget, evaluation)
+            split = self._allocator(configs, counts, demands, bytes_per_row, budget, evaluation)
+
+            def allocate(total: int, split=split) -> list[TablePlan]:
+                planned = with_module_paths(
+                    split(max(0, total - pinned_hbm)), module_of, self.constraints
+                )
+                return sorted(planned + pinned, key=lambda tp: order[tp.name])
+
             cap = (
                 min(d.storage.hbm for d in self.topology.devices)
                 if self.hbm_budget_bytes is None
@@ -166,26 +233,27 @@ class HotPlanner:
             )
             topology = topology_with_hbm(self.topology, cap)
             try:
-                total, (table_plans, sharding_plan, hbm, uvm) = self._fit(
-                    configs, allocate, demands, pooling, topology, budget, module_path,
-                    cache_stats,
-                )  # fmt: skip
+                total, (table_plans, sharding_plan, hbm, uvm) = placement.fit(
+                    allocate, demands, topology, budget
+                )
                 break
             except PlannerError as e:  # TorchRec placed nothing: more room for its buffers
                 failure = e
         else:
             raise PlanDoesNotFitError(
-                explain_planner_error(configs, bytes_per_row, topology, failure)
+                explain_planner_error(all_configs, bytes_per_row, topology, failure)
             )
         stock = (
             compare_with_stock(
-                configs,
+                all_configs,
                 counts,
                 bytes_per_row,
                 self._stock_topology(io, budget),
                 self.batch_size,
                 self.reservation_percentage,
                 self.optimizer_class,
+                module_of=module_of,
+                weighted=weighted,
             )
             if self.compare_with_stock
             else None
@@ -193,10 +261,11 @@ class HotPlanner:
         summary = None
         if evaluation is not None:  # the choice behind the plan (cached by total)
             summary = evaluation.summary(
-                evaluation.choose_best(total), stock.sharding_plan if stock else None, table_plans
+                evaluation.choose_best(max(0, total - pinned_hbm)),
+                stock.sharding_plan if stock else None,
+                [tp for tp in table_plans if tp.name not in pinned_names],
             )
         return HotPlan(
-            module_path=module_path,
             tables=tuple(table_plans),
             world_size=world,
             compute_device=self.topology.compute_device,
@@ -226,75 +295,6 @@ class HotPlanner:
 
         return allocate
 
-    def _fit(
-        self,
-        configs: Sequence[EmbeddingBagConfig],
-        allocate: Callable[[int], list[TablePlan]],
-        demands: Sequence[TableDemand],
-        pooling: dict[str, float],
-        topology: Topology,
-        budget: int,
-        module_path: str,
-        cache_stats: Callable[[str], CacheStatistics | None],
-    ) -> tuple[int, tuple[list[TablePlan], ShardingPlan, list[int], list[int]]]:
-        """Allocates, places and checks per-rank HBM until every rank is within `budget`:
-        an over-budget rank gets its largest whole hot table (or cache) spread row-wise, or,
-        when none can be (or half the rounds are spent), the total hot bytes shrink by the
-        overflow. TorchRec may move tables between ranks as the total shrinks, so that need
-        not converge (about 1 plan in 1,000 of a 2-rank test model stayed a row over): then
-        the total is bisected between 0 (nothing hot, always fits) and the last that failed,
-        and the largest that fits is kept. Returns the total hot bytes (all ranks) settled on
-        and (table plans, sharding plan, per-rank HBM, per-rank UVM)."""
-        world = topology.world_size
-        total = budget * world
-        row_wise: set[str] = set()  # hot tables that must be spread over all ranks
-
-        def attempt(total: int) -> tuple[tuple, list[int]]:
-            """(table plans, sharding plan, per-rank HBM, per-rank UVM) and the ranks over."""
-            table_plans = allocate(total)
-            if "row_wise" in self.sharding_types:  # a part over half a rank's budget: spread
-                row_wise.update(_large_parts(table_plans, budget / 2))
-            sharding_plan = self._place(
-                table_plans, configs, pooling, topology, module_path, row_wise, cache_stats
-            )
-            hbm, uvm = plan_rank_bytes(table_plans, sharding_plan, module_path, world)
-            return (table_plans, sharding_plan, hbm, uvm), [
-                r for r, b in enumerate(hbm) if b > budget
-            ]
-
-        for round_ in range(_MAX_ROUNDS):
-            result, over = attempt(total)
-            if not over:
-                return total, result
-            hbm, sharding_plan = result[2], result[1]
-            spread = self._tables_to_spread(sharding_plan, module_path, over, row_wise)
-            row_wise |= spread
-            overflow = max(hbm[r] - budget for r in over)
-            failed = total
-            if not spread or overflow < budget // 50 or round_ >= _MAX_ROUNDS // 2:
-                # Every rank gives up the worst overflow, so the next placement has the slack.
-                total = max(0, total - world * (overflow + max(d.row_bytes for d in demands)))
-        lo, hi, best = 0, failed, None  # best: (total, result)
-        for _ in range(_MAX_ROUNDS):
-            if hi - lo <= world * max(d.row_bytes for d in demands):
-                break
-            mid = (lo + hi) // 2
-            result, over = attempt(mid)
-            if over:
-                hi = mid
-            else:
-                lo, best = mid, (mid, result)
-        if best is None:
-            result, over = attempt(0)
-            if over:
-                raise PlanDoesNotFitError(
-                    f"no placement keeps every rank within {budget} bytes even with no hot "
-                    "rows; over budget: "
-                    + ", ".join(f"rank {r}: {result[2][r] - budget} bytes" for r in over)
-                )
-            best = (0, result)
-        return best
-
     def _stock_topology(self, io: dict[str, int], budget: int) -> Topology:
         """The topology stock TorchRec gets: the user's own when its HBM was given, else the
         same row budget plus TorchRec's I/O charges for the unsplit tables spread evenly."""
@@ -321,79 +321,3 @@ class HotPlanner:
                 f"and charges {io_reserve} bytes of I/O buffers, hbm_cap is {hbm} bytes"
             )
         return budget
-
-    def _tables_to_spread(
-        self, plan: ShardingPlan, module_path: str, over: Sequence[int], done: set[str]
-    ) -> set[str]:
-        """On each over-budget rank, the largest hot table placed there whole (table-wise),
-        to be sharded row-wise over all ranks next round (when row-wise is allowed)."""
-        if "row_wise" not in self.sharding_types:
-            return set()
-        module_plan = plan.plan[split_module_path(module_path)]
-        spread: set[str] = set()
-        for rank in over:
-            whole = [
-                (ps.sharding_spec.shards[0].shard_sizes[0] * hbm_fraction(ps, "cuda"), name)
-                for name, ps in module_plan.items()
-                if ps.sharding_type == "table_wise"
-                and ps.ranks == [rank]
-                and hbm_fraction(ps, "cuda") > 0
-                and name not in done
-            ]
-            if whole:
-                spread.add(max(whole)[1])
-        return spread
-
-    def _place(
-        self,
-        table_plans: Sequence[TablePlan],
-        configs: Sequence[EmbeddingBagConfig],
-        pooling: dict[str, float],
-        topology: Topology,
-        module_path: str,
-        row_wise: set[str],
-        cache_stats: Callable[[str], CacheStatistics | None],
-    ) -> ShardingPlan:
-        cuda = topology.compute_device != "cpu"
-        split_configs: list[EmbeddingBagConfig] = []
-        constraints: dict[str, ParameterConstraints] = {}
-        for config, tp in zip(configs, table_plans, strict=True):
-            for part in split_table_configs(config, tp.hot_rows):
-                types = ["row_wise"] if part.name in row_wise else (
-                    self.cold_sharding_types if is_uvm_part(tp, part.name) else self.sharding_types
-                )
-                constraints[part.name] = part_constraints(
-                    tp,
-                    part.name,
-                    part.num_embeddings,
-                    len(part.feature_names),
-                    types,
-                    topology.world_size,
-                    cuda,
-                    pooling[config.name],
-                    self.column_shard_dim,
-                    cache_stats(config.name) if tp.cache_rows and cuda else None,
-                )
-                split_configs.append(part)
-        model = meta_model(split_configs, split_module_path(module_path), self.optimizer_class)
-        plan = run_torchrec_planner(
-            model, topology, self.batch_size, self.reservation_percentage, constraints
-        )
-        if self.colocate:
-            movable = movable_cold_halves(table_plans)
-            _, host_used = plan_rank_bytes(table_plans, plan, module_path, topology.world_size)
-            host = [d.storage.ddr for d in topology.devices]
-            plan, _ = colocate_split_tables(plan, movable, module_path, host_used, host)
-        return plan
-
-
-def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:
-    """Parts whose HBM bytes (hot rows, or cache slots) exceed `limit`."""
-    out = set()
-    for tp in table_plans:
-        split = tp.placement is Placement.SPLIT
-        if tp.placement is not Placement.UVM and tp.hot_rows * tp.row_bytes > limit:
-            out.add(tp.name + HOT_SUFFIX if split else tp.name)
-        if tp.cache_rows * tp.row_bytes > limit:
-            out.add(tp.name + COLD_SUFFIX if split else tp.name)
-    return out

@@ -112,6 +112,12 @@ def sharding_plan_from_dict(d: Mapping[str, Mapping[str, Any]]) -> ShardingPlan:
     )
 
 
+def parameter_shardings(plan: ShardingPlan) -> dict[str, ParameterSharding]:
+    """Table name -> its ParameterSharding, over every module of `plan` (table names are
+    unique across a model, as TorchRec's constraints assume)."""
+    return {name: ps for module in plan.plan.values() for name, ps in module.items()}
+
+
 def retarget_sharding_plan(plan: ShardingPlan, device_type: str) -> ShardingPlan:
     """A copy of `plan` whose shards are placed on `device_type` ("cpu": `rank:i/cpu`; "cuda":
     `rank:i/cuda:i` with local device = rank). Kernels are kept: TorchRec runs `fused_uvm`

@@ -12,7 +12,7 @@ not counted).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ParameterSharding
 
 from torchrec_hot.planner.hot_plan import StockComparison
-from torchrec_hot.planner.plan_io import rank_bytes
+from torchrec_hot.planner.plan_io import parameter_shardings, rank_bytes
 from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner
 from torchrec_hot.tables.hottest import hot_lookups
 
@@ -46,18 +46,26 @@ def compare_with_stock(
     batch_size: int,
     reservation_percentage: float,
     optimizer_class: type[torch.optim.Optimizer] | None,
+    *,
+    module_of: Mapping[str, str] | None = None,
+    weighted: Collection[str] = (),
 ) -> StockComparison:
-    """Plans the unsplit tables with stock TorchRec (default sharders and constraints)."""
+    """Plans the unsplit tables with stock TorchRec (default sharders and constraints), each
+    table in its module (`module_of`: table -> module path; default: one module at the root;
+    `weighted`: the paths of weighted modules)."""
     world = topology.world_size
     cap = min(d.storage.hbm for d in topology.devices)
-    model = meta_model(configs, "", optimizer_class)
+    modules: dict[str, list[EmbeddingBagConfig]] = {}
+    for c in configs:
+        modules.setdefault((module_of or {}).get(c.name, ""), []).append(c)
+    model = meta_model(modules, optimizer_class, weighted)
     try:
         plan = run_torchrec_planner(model, topology, batch_size, reservation_percentage, None)
     except PlannerError as e:
         return StockComparison(
             None, str(e), {c.name: 0.0 for c in configs}, (0,) * world, (0,) * world, cap
         )
-    module_plan = plan.plan[""]
+    module_plan = parameter_shardings(plan)
     device = topology.compute_device
     hbm_lookups = {
         c.name: float(

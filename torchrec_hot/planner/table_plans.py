@@ -10,9 +10,9 @@ from torchrec.distributed.types import ParameterSharding, ShardingPlan
 
 from torchrec_hot.planner.constraints import is_uvm_part
 from torchrec_hot.planner.hot_plan import TablePlan
-from torchrec_hot.planner.plan_io import rank_bytes
+from torchrec_hot.planner.plan_io import parameter_shardings, rank_bytes
 from torchrec_hot.tables.hottest import hottest_rows
-from torchrec_hot.tables.split import split_module_path, split_table_configs
+from torchrec_hot.tables.split import split_table_configs
 
 
 def table_plan_from_counts(
@@ -36,7 +36,7 @@ def table_plan_from_counts(
 
 
 def plan_rank_bytes(
-    table_plans: Sequence[TablePlan], plan: ShardingPlan, module_path: str, world: int
+    table_plans: Sequence[TablePlan], plan: ShardingPlan, world: int
 ) -> tuple[list[int], list[int]]:
     """(HBM, UVM) bytes per rank of the split tables: hot parts and whole-hot tables count as
     HBM, cold parts and whole-cold tables as UVM, whatever the device; a UVM part with a cache
@@ -62,5 +62,5 @@ def plan_rank_bytes(
         return in_hbm[table]
 
     return rank_bytes(
-        plan.plan[split_module_path(module_path)], shapes, per_row, hbm_fraction, world
+        parameter_shardings(plan), shapes, per_row, hbm_fraction, world
     )

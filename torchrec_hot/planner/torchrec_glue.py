@@ -10,7 +10,7 @@ the topology TorchRec plans against.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -25,26 +25,32 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 
 
 def meta_model(
-    configs: Sequence[EmbeddingBagConfig],
-    module_path: str,
+    modules: Mapping[str, Sequence[EmbeddingBagConfig]],
     optimizer_class: type[torch.optim.Optimizer] | None,
+    weighted: Collection[str] = (),
 ) -> nn.Module:
-    """A meta-device model holding an EBC of `configs` at `module_path` ("" = the root), with
-    `optimizer_class` attached the way `apply_optimizer_in_backward` does, so TorchRec's planner
-    charges its state."""
-    ebc = EmbeddingBagCollection(tables=list(configs), device=torch.device("meta"))
-    if optimizer_class is not None:
-        apply_optimizer_in_backward(optimizer_class, ebc.parameters(), {"lr": 0.01})
-    if not module_path:
-        return ebc
+    """A meta-device model holding an EBC of `modules[path]` at each module path ("" = the
+    model itself, then the only module), weighted for the paths in `weighted`, with
+    `optimizer_class` attached the way `apply_optimizer_in_backward` does, so TorchRec's
+    planner charges its state."""
     root = nn.Module()
-    parent = root
-    parts = module_path.split(".")
-    for part in parts[:-1]:
-        child = nn.Module()
-        parent.add_module(part, child)
-        parent = child
-    parent.add_module(parts[-1], ebc)
+    for path, configs in modules.items():
+        ebc = EmbeddingBagCollection(
+            tables=list(configs), is_weighted=path in weighted, device=torch.device("meta")
+        )
+        if optimizer_class is not None:
+            apply_optimizer_in_backward(optimizer_class, ebc.parameters(), {"lr": 0.01})
+        if not path:
+            if len(modules) > 1:
+                raise ValueError("a module at the model's root must be its only module")
+            return ebc
+        parent = root
+        *parents, name = path.split(".")
+        for part in parents:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(name, ebc)
     return root
 
 
@@ -67,7 +73,8 @@ def table_io_bytes(
         for c in configs
     }
     enumerator = EmbeddingEnumerator(topology, batch_size, constraints=constraints)
-    options = enumerator.enumerate(meta_model(configs, "", None), [EmbeddingBagCollectionSharder()])
+    model = meta_model({"": configs}, None)
+    options = enumerator.enumerate(model, [EmbeddingBagCollectionSharder()])
     return {o.name: int(o.shards[0].storage.hbm) for o in options}
 
 

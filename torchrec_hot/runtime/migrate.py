@@ -24,6 +24,7 @@ from torch import nn
 
 from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.sharding.apply import hot_cold_modules
+from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
 from torchrec_hot.sharding.rows.blocks import to_row_blocks
 from torchrec_hot.sharding.rows.layout import (
     Table,
@@ -49,18 +50,20 @@ class MigrationReport:
 
 
 def replan(model: nn.Module, new_plan: HotPlan) -> MigrationReport:
-    """Gives the hot/cold module at `new_plan.module_path` the new plan's hot ids, moving rows
-    and optimizer state between its hot and cold tables on every rank (collective; call it
-    between steps). The new plan must keep every table's hot row count."""
+    """Gives every hot/cold module of `new_plan` the new plan's hot ids, moving rows and
+    optimizer state between its hot and cold tables on every rank (collective; call it between
+    steps). The new plan must keep every table's hot row count; every table is checked before
+    any row moves."""
     start = time.perf_counter()
-    prefix = f"{new_plan.module_path}." if new_plan.module_path else ""
     modules = hot_cold_modules(model)
-    if prefix not in modules:
-        raise ValueError(f"no hot/cold module at {new_plan.module_path!r}")
-    module = modules[prefix]
-    changed: dict[str, torch.Tensor] = {}
+    changed: dict[str, tuple[HotColdEmbeddingBagCollection, torch.Tensor]] = {}
     moved: dict[str, int] = {}
+    keys: set[str] = set()
     for tp in new_plan.tables:
+        prefix = f"{tp.module_path}." if tp.module_path else ""
+        if prefix not in modules:
+            raise ValueError(f"no hot/cold module at {tp.module_path!r}")
+        module = modules[prefix]
         if module.placements()[tp.name].value != "split":
             if tp.placement.value == "split":
                 raise ValueError(f"table {tp.name!r} is not split in the running model")
@@ -73,15 +76,15 @@ def replan(model: nn.Module, new_plan: HotPlan) -> MigrationReport:
                 f"{old.numel()}; changing hot sizes needs a re-shard (checkpoint and reload)"
             )
         if not torch.equal(old, new):
-            changed[tp.name] = new
+            changed[tp.name] = (module, new)
             moved[tp.name] = int(np.setdiff1d(new.numpy(), old.numpy()).size)
-    keys = {weight_key(prefix, name) for name in changed}
+            keys.add(weight_key(prefix, tp.name))
     state = model.state_dict()
     tables = [t for t in tables_of(model, state) if t.key in keys]
     optim_state = optim_state_of(model)
     kinds = optimizer_kinds(tables, optim_state) if dist.is_initialized() else {}
     blocks = _to_blocks(tables, state, optim_state, kinds)
-    for name, ids in changed.items():
+    for name, (module, ids) in changed.items():
         module.set_hot_ids(name, ids)
     state = model.state_dict()
     optim_state = optim_state_of(model)

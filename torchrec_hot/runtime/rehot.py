@@ -37,5 +37,10 @@ def rehot_plan(plan: HotPlan, recent: PopularityProfile | Mapping[str, np.ndarra
         if counts.shape != (tp.num_embeddings,):
             raise ValueError(f"table {tp.name!r}: {counts.shape[0]} counts for "
                              f"{tp.num_embeddings} rows")
-        tables.append(table_plan_from_counts(config, counts, tp.hot_rows, tp.row_bytes))
+        fresh = table_plan_from_counts(config, counts, tp.hot_rows, tp.row_bytes)
+        tables.append(  # same module, sizes, strategy and cache; new rows
+            dataclasses.replace(
+                tp, hot_ids=fresh.hot_ids, lookups=fresh.lookups, hot_lookups=fresh.hot_lookups
+            )
+        )
     return dataclasses.replace(plan, tables=tuple(tables), stock=None)

@@ -1,5 +1,5 @@
-"""`apply_hot_plan`: swap a model's EmbeddingBagCollection for its hot/cold version;
-`hot_cold_modules`: find the swapped modules in a model.
+"""`apply_hot_plan`: swap each of a model's planned EmbeddingBagCollections for its hot/cold
+version; `hot_cold_modules`: find the swapped modules in a model.
 
     model = DLRM(embedding_bag_collection=EmbeddingBagCollection(tables, device="meta"), ...)
     apply_optimizer_in_backward(RowWiseAdagrad, model.sparse_arch.parameters(), {"lr": 0.01})
@@ -25,47 +25,54 @@ from torchrec_hot.tables.spec import TableSpec, table_differences
 from torchrec_hot.tables.split import split_module_path
 
 
-def check_plan_matches(ebc: EmbeddingBagCollection, plan: HotPlan) -> None:
-    """Raises `ValueError` listing how `ebc`'s tables differ from those `plan` was made for."""
+def check_plan_matches(ebc: EmbeddingBagCollection, plan: HotPlan, module_path: str) -> None:
+    """Raises `ValueError` listing how `ebc`'s tables differ from those `plan` made for the
+    module at `module_path`."""
     model = [TableSpec.from_config(c) for c in ebc.embedding_bag_configs()]
     planned = [
-        TableSpec(t.name, t.num_embeddings, t.embedding_dim, t.feature_names) for t in plan.tables
+        TableSpec(t.name, t.num_embeddings, t.embedding_dim, t.feature_names)
+        for t in plan.tables_in(module_path)
     ]
     diffs = [d.replace("profile", "plan") for d in table_differences(model, planned)]
     if diffs:
         raise ValueError(
-            f"the plan does not match the EmbeddingBagCollection at {plan.module_path!r}:\n  "
+            f"the plan does not match the EmbeddingBagCollection at {module_path!r}:\n  "
             + "\n  ".join(diffs)
         )
-    if split_module_path(plan.module_path) not in plan.sharding_plan.plan:
+    if split_module_path(module_path) not in plan.sharding_plan.plan:
         raise ValueError(
-            f"the plan's sharding plan has no entry for {split_module_path(plan.module_path)!r}"
+            f"the plan's sharding plan has no entry for {split_module_path(module_path)!r}"
         )
 
 
 def apply_hot_plan(
     model: nn.Module, plan: HotPlan, *, validate_ids: bool = True, presum: bool = True
 ) -> nn.Module:
-    """Replaces the EmbeddingBagCollection at `plan.module_path` (the model itself when the
-    path is "") by a `HotColdEmbeddingBagCollection` with the plan's hot ids and the EBC's
-    weights (meta stays meta). Returns the model (the new module when the path is "").
+    """Replaces every EmbeddingBagCollection the plan covers (at each of `plan.module_paths`;
+    "" is the model itself) by a `HotColdEmbeddingBagCollection` with the plan's hot ids and
+    the EBC's weights (meta stays meta). Every module is checked against the plan before any
+    is replaced. Returns the model (the new module when the path is "").
     `validate_ids`, `presum`: as for `HotColdEmbeddingBagCollection`."""
-    parent_path, _, name = plan.module_path.rpartition(".")
-    ebc = model.get_submodule(plan.module_path) if plan.module_path else model
-    if not isinstance(ebc, EmbeddingBagCollection):
-        raise TypeError(
-            f"{plan.module_path or 'the model'} is a {type(ebc).__name__}, "
-            "not an EmbeddingBagCollection"
+    ebcs = {}
+    for path in plan.module_paths:
+        ebc = model.get_submodule(path) if path else model
+        if not isinstance(ebc, EmbeddingBagCollection):
+            raise TypeError(
+                f"{path or 'the model'} is a {type(ebc).__name__}, not an EmbeddingBagCollection"
+            )
+        check_plan_matches(ebc, plan, path)
+        ebcs[path] = ebc
+    for path, ebc in ebcs.items():
+        hot_ids = {t.name: t.hot_ids for t in plan.tables_in(path)}
+        hot_cold = HotColdEmbeddingBagCollection.from_ebc(
+            ebc, hot_ids, validate_ids=validate_ids, presum=presum
         )
-    check_plan_matches(ebc, plan)
-    hot_cold = HotColdEmbeddingBagCollection.from_ebc(
-        ebc, plan.hot_ids, validate_ids=validate_ids, presum=presum
-    )
-    _carry_fused_optimizer(ebc, hot_cold)
-    if not plan.module_path:
-        return hot_cold
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, hot_cold)
+        _carry_fused_optimizer(ebc, hot_cold)
+        if not path:
+            return hot_cold
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, name, hot_cold)
     return model
 
 

@@ -37,6 +37,7 @@ from torchrec.distributed.types import ShardingPlan
 from tqdm import tqdm
 
 from torchrec_hot.planner.hot_plan import TablePlan
+from torchrec_hot.planner.plan_io import parameter_shardings
 from torchrec_hot.planner.stock import hbm_fraction
 from torchrec_hot.planner.strategy.choice import Choice, choose_strategies
 from torchrec_hot.planner.strategy.cost_model import (
@@ -286,7 +287,7 @@ class StrategyEvaluation:
         """Stock TorchRec's plan as traffic: its kernel (and cache) per table, simulated."""
         if stock is None or not stock.plan:
             return None
-        module = next(iter(stock.plan.values()))
+        module = parameter_shardings(stock)
         out = []
         for c in self.configs:
             ps = module[c.name]

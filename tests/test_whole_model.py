@@ -1,0 +1,271 @@
+"""Whole models the TorchRec way: `HotShardingPlanner.collective_plan` + `apply_hot_plan` + DMP
+on TorchRec's own `TestSparseNN` (an unweighted and a weighted EBC, a table shared by two
+features, a MEAN table), trained under 2-rank gloo DMP against stock TorchRec on the same
+batches (fresh random data each run, seed printed). One id per bag: losses, every weight (dense
+included) and the fused optimizer state are bit-identical.
+
+Also: one budget across modules (the hot rows of two EBCs are the globally hottest by lookups
+per byte), the user's ParameterConstraints honoured, the error of rank 0 raised on every rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.test_utils import test_model as tm
+from torchrec.modules.embedding_configs import PoolingType
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from tests.builders import profile_of_ids
+from tests.dist_utils import run_on_ranks
+from torchrec_hot import (
+    HotShardingPlanner,
+    PlanDoesNotFitError,
+    PopularityProfile,
+    apply_hot_plan,
+    load_logical_state_dict,
+    logical_optimizer_state,
+    logical_state_dict,
+    make_topology,
+)
+from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.tables.split import Placement, split_module_path
+
+META = torch.device("meta")
+BATCH, STEPS, FLOAT_FEATURES = 8, 20, 4
+OPTIMIZERS = {"rowwise_adagrad": (RowWiseAdagrad, {"lr": 0.05}),
+              "sgd": (torch.optim.SGD, {"lr": 0.05})}
+
+
+def _tables(rng: np.random.Generator):
+    """TestSparseNN's tables: table_0 serves two features, table_1 is MEAN-pooled."""
+    def rows() -> int:
+        return int(rng.integers(80, 300))
+
+    tables = [
+        EmbeddingBagConfig(name="table_0", num_embeddings=rows(), embedding_dim=8,
+                           feature_names=["feature_0", "feature_0b"]),
+        EmbeddingBagConfig(name="table_1", num_embeddings=rows(), embedding_dim=8,
+                           feature_names=["feature_1"], pooling=PoolingType.MEAN),
+        EmbeddingBagConfig(name="table_2", num_embeddings=rows(), embedding_dim=16,
+                           feature_names=["feature_2"]),
+    ]
+    weighted = [
+        EmbeddingBagConfig(name=f"weighted_table_{i}", num_embeddings=rows(), embedding_dim=8,
+                           feature_names=[f"weighted_feature_{i}"])
+        for i in range(2)
+    ]
+    return tables, weighted
+
+
+def _kjt(tables, rng: np.random.Generator, weighted: bool) -> KeyedJaggedTensor:
+    """One Zipf-skewed id per bag and feature (BATCH bags), weights when `weighted`."""
+    keys, values = [], []
+    for t in tables:
+        for f in t.feature_names:
+            keys.append(f)
+            ranks = np.minimum(rng.zipf(1.3, BATCH) - 1, t.num_embeddings - 1)
+            values.append((ranks * 7 + 3) % t.num_embeddings)
+    ids = torch.from_numpy(np.concatenate(values).astype(np.int64))
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys, ids, torch.ones(len(keys) * BATCH, dtype=torch.int64),
+        weights=torch.from_numpy(rng.random(ids.numel()).astype(np.float32)) if weighted else None,
+    )
+
+
+def _batch(tables, weighted, rng: np.random.Generator) -> tm.ModelInput:
+    return tm.ModelInput(
+        float_features=torch.from_numpy(rng.standard_normal((BATCH, FLOAT_FEATURES))
+                                        .astype(np.float32)),
+        idlist_features=_kjt(tables, rng, False),
+        idscore_features=_kjt(weighted, rng, True),
+        label=torch.from_numpy(rng.integers(0, 2, BATCH).astype(np.float32)),
+    )
+
+
+def _model(tables, weighted, optimizer: str) -> nn.Module:
+    model = tm.TestSparseNN(tables=tables, weighted_tables=weighted,
+                            num_float_features=FLOAT_FEATURES, sparse_device=META)
+    cls, kwargs = OPTIMIZERS[optimizer]
+    apply_optimizer_in_backward(cls, model.sparse.parameters(), dict(kwargs))
+    return model
+
+
+def _train(dmp: nn.Module, tables, weighted, seed: int, rank: int) -> list[float]:
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+                                  lambda params: torch.optim.SGD(params, lr=0.1))
+    losses = []
+    for step in range(STEPS):
+        batch = _batch(tables, weighted, np.random.default_rng([seed, step, rank]))
+        loss, _ = dmp(batch)
+        loss.backward()
+        dense.step()
+        dense.zero_grad()
+        losses.append(loss.detach())
+    return losses
+
+
+def _profile(tables, weighted, seed: int) -> PopularityProfile:
+    profile = PopularityProfile.for_model(tm.TestSparseNN(
+        tables=tables, weighted_tables=weighted, num_float_features=FLOAT_FEATURES,
+        sparse_device=META))
+    for step in range(8):
+        profile.update(_batch(tables, weighted, np.random.default_rng([seed, 99, step])))
+    return profile
+
+
+def _worker(rank: int, world: int, seed: int, optimizer: str, colocate: bool) -> dict:
+    rng = np.random.default_rng(seed)
+    tables, weighted = _tables(rng)
+    total = sum(t.num_embeddings * t.embedding_dim * 4 for t in tables + weighted)
+    stock_model = _model(tables, weighted, optimizer)
+    stock_plan = EmbeddingShardingPlanner(
+        topology=make_topology(world, "cpu"), batch_size=BATCH).collective_plan(stock_model)
+    stock = DistributedModelParallel(stock_model, plan=stock_plan, device=torch.device("cpu"))
+    init = logical_state_dict(stock)
+
+    hot_model = _model(tables, weighted, optimizer)
+    planner = HotShardingPlanner(make_topology(world, "cpu"), _profile(tables, weighted, seed),
+                                 hbm_budget_bytes=total // (4 * world), batch_size=BATCH,
+                                 compare_with_stock=False, colocate=colocate)
+    plan = planner.collective_plan(hot_model)
+    hot_plan = planner.hot_plan
+    hot_model = apply_hot_plan(hot_model, hot_plan)
+    hot = DistributedModelParallel(hot_model, plan=plan, device=torch.device("cpu"))
+    load_logical_state_dict(hot, init)
+
+    out = {"losses": [_train(m, tables, weighted, seed, rank) for m in (stock, hot)]}
+    out["state"] = [logical_state_dict(m) for m in (stock, hot)]
+    out["optim"] = [logical_optimizer_state(m) for m in (stock, hot)]
+    out["split_per_module"] = {
+        path: sum(t.placement is Placement.SPLIT for t in hot_plan.tables_in(path))
+        for path in hot_plan.module_paths
+    }
+    out["apart"] = sum(
+        module[t.name + "__hot"].ranks != module[t.name + "__cold"].ranks
+        for t in hot_plan.tables if t.placement is Placement.SPLIT
+        for module in [plan.plan[split_module_path(t.module_path)]]
+    )
+    return out
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("optimizer,colocate", [("rowwise_adagrad", True), ("sgd", False)])
+def test_test_sparse_nn_trains_bit_identical_to_stock(optimizer, colocate):
+    seed = int(np.random.default_rng().integers(2**31))
+    print("seed", seed)
+    results = run_on_ranks(_worker, 2, seed, optimizer, colocate)
+    for r in results:
+        split = r["split_per_module"]
+        assert split.keys() == {"sparse.ebc", "sparse.weighted_ebc"}
+        assert min(split.values()) >= 2, split  # at least two split tables per module
+        (stock_losses, hot_losses) = r["losses"]
+        assert all(torch.equal(a, b) for a, b in zip(stock_losses, hot_losses, strict=True))
+        stock_state, hot_state = r["state"]
+        assert stock_state.keys() == hot_state.keys()
+        assert any("weighted_ebc" in k for k in stock_state)
+        for key in stock_state:
+            assert torch.equal(stock_state[key], hot_state[key]), key
+        stock_optim, hot_optim = r["optim"]
+        assert stock_optim.keys() == hot_optim.keys()
+        for key, entry in stock_optim.items():
+            for name, value in entry.items():
+                assert torch.equal(value, hot_optim[key][name]), (key, name)
+    if colocate:
+        assert results[0]["apart"] == 0
+    print("split tables with halves on different ranks:", results[0]["apart"])
+
+
+def test_one_budget_takes_the_globally_hottest_rows():
+    rng = np.random.default_rng(7)
+    a = [EmbeddingBagConfig(name=f"a{i}", num_embeddings=int(rng.integers(500, 3000)),
+                            embedding_dim=16, feature_names=[f"fa{i}"]) for i in range(3)]
+    b = [EmbeddingBagConfig(name=f"b{i}", num_embeddings=int(rng.integers(500, 3000)),
+                            embedding_dim=16, feature_names=[f"fb{i}"]) for i in range(2)]
+    model = nn.ModuleDict({"first": EmbeddingBagCollection(tables=a, device=META),
+                           "second": EmbeddingBagCollection(tables=b, device=META)})
+    ids = {t.name: np.minimum(rng.zipf(1.1 + 0.1 * i, 20000) - 1, t.num_embeddings - 1)
+           for i, t in enumerate(a + b)}
+    profile = profile_of_ids(a + b, ids)
+    budget = sum(t.num_embeddings for t in a + b) * 16 * 4 // 10 // 2  # 10% over 2 ranks
+    planner = HotShardingPlanner(make_topology(2, "cuda"), profile, hbm_budget_bytes=budget,
+                                 batch_size=64, compare_with_stock=False)
+    planner.plan(model)
+    plan = planner.hot_plan
+    assert plan.module_paths == ["first", "second"]
+    demands = [TableDemand.from_counts(t.name, profile.counts(t.name), 64) for t in a + b]
+    oracle = allocate_hot_rows(demands, 2 * budget)
+    best = sum(int(d.sorted_counts[: oracle[d.name]].sum()) for d in demands)
+    total = sum(profile.lookups(t.name) for t in a + b)
+    assert plan.hot_lookup_share >= best / total - 0.005
+    assert plan.hot_lookup_share <= best / total + 1e-12
+    assert {t.name for t in plan.tables_in("second")} == {"b0", "b1"}
+
+
+def test_user_constraints_are_honoured():
+    rng = np.random.default_rng(3)
+    tables = [EmbeddingBagConfig(name=f"t{i}", num_embeddings=1000, embedding_dim=16,
+                                 feature_names=[f"f{i}"]) for i in range(3)]
+    profile = profile_of_ids(tables, {t.name: np.minimum(rng.zipf(1.2, 5000) - 1, 999)
+                                      for t in tables})
+    model = nn.ModuleDict({"ebc": EmbeddingBagCollection(tables=tables, device=META)})
+    constraints = {"t0": ParameterConstraints(compute_kernels=["fused_uvm"],
+                                              sharding_types=["table_wise"]),
+                   "t1": ParameterConstraints(sharding_types=["row_wise"])}
+    planner = HotShardingPlanner(make_topology(2, "cuda"), profile, hbm_budget_bytes=40_000,
+                                 batch_size=64, constraints=constraints,
+                                 compare_with_stock=False)
+    plan = planner.plan(model)
+    module = plan.plan["ebc.split_ebc"]
+    hot = planner.hot_plan
+    assert hot.table("t0").constrained and hot.table("t0").placement is Placement.UVM
+    assert module["t0"].compute_kernel == "fused_uvm" and module["t0"].sharding_type == "table_wise"
+    assert hot.table("t1").constrained and hot.table("t1").placement is Placement.SPLIT
+    assert {module[p].sharding_type for p in ("t1__hot", "t1__cold")} == {"row_wise"}
+    assert not hot.table("t2").constrained
+    with pytest.raises(ValueError, match="name one kernel"):
+        HotShardingPlanner(make_topology(2, "cuda"), profile, hbm_budget_bytes=40_000,
+                           constraints={"t0": ParameterConstraints(
+                               compute_kernels=["fused", "fused_uvm"])}).plan(model)
+    with pytest.raises(ValueError, match="not planned"):
+        HotShardingPlanner(make_topology(2, "cuda"), profile, hbm_budget_bytes=40_000,
+                           constraints={"zz": ParameterConstraints()}).plan(model)
+
+
+def test_cpu_topology_refuses_row_wise_at_construction():
+    tables = [EmbeddingBagConfig(name="t", num_embeddings=10, embedding_dim=4,
+                                 feature_names=["f"])]
+    profile = profile_of_ids(tables, {"t": np.arange(10)})
+    with pytest.raises(ValueError, match="retarget_sharding_plan"):
+        HotShardingPlanner(make_topology(2, "cpu"), profile, 1000, sharding_types=["row_wise"])
+
+
+def _failing_worker(rank: int, world: int) -> str:
+    tables = [EmbeddingBagConfig(name="t", num_embeddings=10_000, embedding_dim=64,
+                                 feature_names=["f"])]
+    profile = profile_of_ids(tables, {"t": np.arange(100)})
+    topology = make_topology(world, "cpu", ddr_cap=1000)  # no rank can hold the table
+    model = nn.ModuleDict({"ebc": EmbeddingBagCollection(tables=tables, device=META)})
+    try:
+        HotShardingPlanner(topology, profile, 100, batch_size=8,
+                           compare_with_stock=False).collective_plan(model)
+    except PlanDoesNotFitError as e:
+        dist.barrier()
+        return str(e)
+    return "planned"
+
+
+@pytest.mark.multiprocess
+def test_a_planning_error_reaches_every_rank():
+    messages = run_on_ranks(_failing_worker, 2)
+    assert all(m != "planned" for m in messages)
+    assert messages[0] == messages[1]
