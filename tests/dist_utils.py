@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import sys
@@ -22,13 +23,15 @@ def _free_port() -> int:
 
 
 def _worker(
-    rank: int, world: int, port: int, out: str, fn: Callable, args: tuple, backend: str
+    rank: int, world: int, port: int, out: str, fn: Callable, args: tuple, backend: str,
+    timeout_s: float | None = None,
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world)
+    timeout = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+    dist.init_process_group(backend, rank=rank, world_size=world, **timeout)
     try:
         result = fn(rank, world, *args)
         torch.save(result, Path(out) / f"rank{rank}.pt")
@@ -44,11 +47,13 @@ def _worker(
 
 
 def run_on_ranks(
-    fn: Callable[..., Any], world: int, *args: Any, backend: str = "gloo"
+    fn: Callable[..., Any], world: int, *args: Any, backend: str = "gloo",
+    timeout_s: float | None = None,
 ) -> list[Any]:
     """`fn(rank, world, *args)` on `world` processes with a `backend` group (nccl: rank r on
-    cuda:r); returns their results."""
+    cuda:r; collectives time out after `timeout_s`, default torch's); returns their results."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(world, _free_port(), out, fn, args, backend), nprocs=world,
+        mp.spawn(_worker, args=(world, _free_port(), out, fn, args, backend, timeout_s),
+                 nprocs=world,
                  join=True)  # fmt: skip
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]

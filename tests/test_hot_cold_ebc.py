@@ -69,6 +69,41 @@ def test_forward_and_gradients_match_stock(model, exact):
             torch.testing.assert_close(grads[name], w.grad, atol=1e-6, rtol=0)
 
 
+def _gamma(n: int) -> float:
+    """Higham's gamma_n for float32: n rounding errors compound to at most this (relative)."""
+    u = 2.0**-24
+    return n * u / (1 - n * u)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(models())
+def test_mixed_bags_are_within_the_stated_rounding_bound(model):
+    """The README's bound: a pooled value of a bag of L ids differs from stock's by at most
+    2 * gamma_{L+1} * sum_i |c_i| (c_i = w_i e_i, / L for MEAN): both are float32 sums of the
+    same L products (and a 1/L scale), in different orders, each within gamma_{L+1} of exact."""
+    gen = torch.Generator().manual_seed(model["seed"])
+    stock, hot_cold = build(model, gen)
+    kjt = random_kjt(model, gen)
+    want, got = stock(kjt).to_dict(), hot_cold(kjt).to_dict()
+    weights = {t.name: w.detach().double() for t, w in zip(
+        model["tables"], stock_weights(stock).values(), strict=True)}
+    for t in model["tables"]:
+        for f in t.feature_names:
+            jt = kjt[f]
+            for b, (ids, w) in enumerate(zip(
+                    jt.to_dense(), jt.to_dense_weights() or [None] * len(jt.lengths()),
+                    strict=True)):
+                length = ids.numel()
+                rows = weights[t.name][ids]
+                if w is not None:
+                    rows = rows * w.double()[:, None]
+                if t.pooling == PoolingType.MEAN and length:
+                    rows = rows / length
+                bound = 2 * _gamma(length + 1) * rows.abs().sum(0)
+                diff = (got[f][b].double() - want[f][b].double()).abs()
+                assert bool((diff <= bound).all()), (f, b, diff, bound)
+
+
 @SETTINGS
 @given(models())
 def test_sgd_steps_bit_identical(model):

@@ -10,34 +10,43 @@ per byte), the user's ParameterConstraints honoured, the error of rank 0 raised 
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec.datasets.utils import Batch
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.test_utils import test_model as tm
+from torchrec.models.deepfm import SimpleDeepFMNN
+from torchrec.models.dlrm import DLRM_DCN, DLRMTrain
 from torchrec.modules.embedding_configs import PoolingType
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from tests.builders import profile_of_ids
+from tests.builders import ebc_model, hot_plan, profile_of_ids, zipf_kjt, zipf_profile
 from tests.dist_utils import run_on_ranks
 from torchrec_hot import (
     HotShardingPlanner,
     PlanDoesNotFitError,
     PopularityProfile,
     apply_hot_plan,
+    build_report,
+    format_report,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
     make_topology,
 )
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.tables.modules import embedding_modules
 from torchrec_hot.tables.split import Placement, split_module_path
 
 META = torch.device("meta")
@@ -92,20 +101,50 @@ def _batch(tables, weighted, rng: np.random.Generator) -> tm.ModelInput:
     )
 
 
-def _model(tables, weighted, optimizer: str) -> nn.Module:
-    model = tm.TestSparseNN(tables=tables, weighted_tables=weighted,
-                            num_float_features=FLOAT_FEATURES, sparse_device=META)
+class _DeepFMTrain(nn.Module):
+    """TorchRec's SimpleDeepFMNN with a logistic loss, called like DLRMTrain."""
+
+    def __init__(self, ebc: EmbeddingBagCollection) -> None:
+        super().__init__()
+        self.model = SimpleDeepFMNN(FLOAT_FEATURES, ebc, hidden_layer_size=8,
+                                    deep_fm_dimension=4)
+
+    def forward(self, batch: Batch):  # type: ignore[no-untyped-def]
+        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1)
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch.labels), logits
+
+
+def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
+    """One of TorchRec's models over meta-device tables, the fused optimizer attached."""
+    if kind == "test_sparse_nn":
+        model = tm.TestSparseNN(tables=tables, weighted_tables=weighted,
+                                num_float_features=FLOAT_FEATURES, sparse_device=META)
+    else:
+        ebc = EmbeddingBagCollection(tables=tables, device=META)
+        model = _DeepFMTrain(ebc) if kind == "deepfm" else DLRMTrain(DLRM_DCN(
+            ebc, FLOAT_FEATURES, dense_arch_layer_sizes=[8, 8], over_arch_layer_sizes=[8, 1],
+            dcn_num_layers=2, dcn_low_rank_dim=4))
     cls, kwargs = OPTIMIZERS[optimizer]
-    apply_optimizer_in_backward(cls, model.sparse.parameters(), dict(kwargs))
+    for module in embedding_modules(model).values():
+        apply_optimizer_in_backward(cls, module.parameters(), dict(kwargs))
     return model
 
 
-def _train(dmp: nn.Module, tables, weighted, seed: int, rank: int) -> list[float]:
+def _model_batch(kind: str, tables, weighted, rng: np.random.Generator):
+    if kind == "test_sparse_nn":
+        return _batch(tables, weighted, rng)
+    dense = rng.standard_normal((BATCH, FLOAT_FEATURES)).astype(np.float32)
+    return Batch(dense_features=torch.from_numpy(dense),
+                 sparse_features=_kjt(tables, rng, False),
+                 labels=torch.from_numpy(rng.integers(0, 2, BATCH).astype(np.float32)))
+
+
+def _train(dmp: nn.Module, kind: str, tables, weighted, seed: int, rank: int) -> list[float]:
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
                                   lambda params: torch.optim.SGD(params, lr=0.1))
     losses = []
     for step in range(STEPS):
-        batch = _batch(tables, weighted, np.random.default_rng([seed, step, rank]))
+        batch = _model_batch(kind, tables, weighted, np.random.default_rng([seed, step, rank]))
         loss, _ = dmp(batch)
         loss.backward()
         dense.step()
@@ -114,27 +153,24 @@ def _train(dmp: nn.Module, tables, weighted, seed: int, rank: int) -> list[float
     return losses
 
 
-def _profile(tables, weighted, seed: int) -> PopularityProfile:
-    profile = PopularityProfile.for_model(tm.TestSparseNN(
-        tables=tables, weighted_tables=weighted, num_float_features=FLOAT_FEATURES,
-        sparse_device=META))
-    for step in range(8):
-        profile.update(_batch(tables, weighted, np.random.default_rng([seed, 99, step])))
-    return profile
-
-
-def _worker(rank: int, world: int, seed: int, optimizer: str, colocate: bool) -> dict:
+def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocate: bool) -> dict:
     rng = np.random.default_rng(seed)
     tables, weighted = _tables(rng)
-    total = sum(t.num_embeddings * t.embedding_dim * 4 for t in tables + weighted)
-    stock_model = _model(tables, weighted, optimizer)
+    if kind != "test_sparse_nn":  # one embedding dim, no weighted features
+        tables, weighted = [dataclasses.replace(t, embedding_dim=8) for t in tables], []
+    stock_model = _model(kind, tables, weighted, optimizer)
     stock_plan = EmbeddingShardingPlanner(
         topology=make_topology(world, "cpu"), batch_size=BATCH).collective_plan(stock_model)
     stock = DistributedModelParallel(stock_model, plan=stock_plan, device=torch.device("cpu"))
     init = logical_state_dict(stock)
 
-    hot_model = _model(tables, weighted, optimizer)
-    planner = HotShardingPlanner(make_topology(world, "cpu"), _profile(tables, weighted, seed),
+    hot_model = _model(kind, tables, weighted, optimizer)
+    profile = PopularityProfile.for_model(hot_model)
+    for step in range(8):
+        rng = np.random.default_rng([seed, 99, step])
+        profile.update(_model_batch(kind, tables, weighted, rng))
+    total = sum(t.num_embeddings * t.embedding_dim * 4 for t in tables + weighted)
+    planner = HotShardingPlanner(make_topology(world, "cpu"), profile,
                                  hbm_budget_bytes=total // (4 * world), batch_size=BATCH,
                                  compare_with_stock=False, colocate=colocate)
     plan = planner.collective_plan(hot_model)
@@ -143,7 +179,7 @@ def _worker(rank: int, world: int, seed: int, optimizer: str, colocate: bool) ->
     hot = DistributedModelParallel(hot_model, plan=plan, device=torch.device("cpu"))
     load_logical_state_dict(hot, init)
 
-    out = {"losses": [_train(m, tables, weighted, seed, rank) for m in (stock, hot)]}
+    out = {"losses": [_train(m, kind, tables, weighted, seed, rank) for m in (stock, hot)]}
     out["state"] = [logical_state_dict(m) for m in (stock, hot)]
     out["optim"] = [logical_optimizer_state(m) for m in (stock, hot)]
     out["split_per_module"] = {
@@ -158,21 +194,28 @@ def _worker(rank: int, world: int, seed: int, optimizer: str, colocate: bool) ->
     return out
 
 
+MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
+           "dlrm_dcn": {"model.sparse_arch.embedding_bag_collection"},
+           "deepfm": {"model.sparse_arch.embedding_bag_collection"}}
+
+
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("optimizer,colocate", [("rowwise_adagrad", True), ("sgd", False)])
-def test_test_sparse_nn_trains_bit_identical_to_stock(optimizer, colocate):
+@pytest.mark.parametrize("kind,optimizer,colocate", [
+    ("test_sparse_nn", "rowwise_adagrad", True), ("test_sparse_nn", "sgd", False),
+    ("dlrm_dcn", "rowwise_adagrad", True), ("deepfm", "sgd", False)])
+def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate):
     seed = int(np.random.default_rng().integers(2**31))
     print("seed", seed)
-    results = run_on_ranks(_worker, 2, seed, optimizer, colocate)
+    results = run_on_ranks(_worker, 2, seed, kind, optimizer, colocate)
     for r in results:
         split = r["split_per_module"]
-        assert split.keys() == {"sparse.ebc", "sparse.weighted_ebc"}
+        assert split.keys() == MODULES[kind]
         assert min(split.values()) >= 2, split  # at least two split tables per module
         (stock_losses, hot_losses) = r["losses"]
         assert all(torch.equal(a, b) for a, b in zip(stock_losses, hot_losses, strict=True))
         stock_state, hot_state = r["state"]
         assert stock_state.keys() == hot_state.keys()
-        assert any("weighted_ebc" in k for k in stock_state)
+        assert kind != "test_sparse_nn" or any("weighted_ebc" in k for k in stock_state)
         for key in stock_state:
             assert torch.equal(stock_state[key], hot_state[key]), key
         stock_optim, hot_optim = r["optim"]
@@ -232,6 +275,8 @@ def test_user_constraints_are_honoured():
     assert hot.table("t1").constrained and hot.table("t1").placement is Placement.SPLIT
     assert {module[p].sharding_type for p in ("t1__hot", "t1__cold")} == {"row_wise"}
     assert not hot.table("t2").constrained
+    text = format_report(build_report(hot))
+    assert "placed as your ParameterConstraints say: t0, t1" in text
     with pytest.raises(ValueError, match="name one kernel"):
         HotShardingPlanner(make_topology(2, "cuda"), profile, hbm_budget_bytes=40_000,
                            constraints={"t0": ParameterConstraints(
@@ -269,3 +314,36 @@ def test_a_planning_error_reaches_every_rank():
     messages = run_on_ranks(_failing_worker, 2)
     assert all(m != "planned" for m in messages)
     assert messages[0] == messages[1]
+
+
+def _bad_id_worker(rank: int, world: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    tables = [EmbeddingBagConfig(name=f"t{i}", num_embeddings=int(rng.integers(50, 200)),
+                                 embedding_dim=8, feature_names=[f"f{i}"]) for i in range(3)]
+    model = ebc_model(tables, "sgd")
+    plan, sharding = hot_plan(tables, zipf_profile(tables, seed))
+    dmp = DistributedModelParallel(apply_hot_plan(model, plan), plan=sharding,
+                                   device=torch.device("cpu"))
+    for step in range(3):
+        kjt = zipf_kjt(tables, np.random.default_rng([seed, step, rank]))
+        if step == 1 and rank == 1:  # one bad id, on one rank only
+            values = kjt.values().clone()
+            values[-1] = tables[-1].num_embeddings + 5
+            kjt = KeyedJaggedTensor.from_lengths_sync(kjt.keys(), values, kjt.lengths())
+        try:
+            dmp(kjt).values().sum().backward()
+        except ValueError as e:
+            return f"step {step}: {e}"
+    return "no error"
+
+
+@pytest.mark.multiprocess
+def test_a_bad_id_on_one_rank_stops_every_rank_with_its_message():
+    seed = int(np.random.default_rng().integers(2**31))
+    print("seed", seed)
+    start = time.perf_counter()
+    messages = run_on_ranks(_bad_id_worker, 2, seed, timeout_s=45)
+    assert time.perf_counter() - start < 60
+    for m in messages:
+        assert m.startswith("step 1: bad input on 1 rank(s): rank 1:"), m
+        assert "feature 'f2'" in m and "outside [0," in m, m

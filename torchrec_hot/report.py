@@ -66,6 +66,8 @@ class ShardingReport:
     ours: PlanColumns
     stock: PlanColumns | None
     stock_hbm_cap: int | None
+    modules: tuple[str, ...] = ()
+    constrained: tuple[str, ...] = ()
     strategies: StrategySummary | None = None
 
 
@@ -238,6 +240,8 @@ def build_report(plan: HotPlan) -> ShardingReport:
         stock=_stock(plan),
         stock_hbm_cap=stock_cap,
         strategies=plan.strategies,
+        modules=tuple(plan.module_paths),
+        constrained=tuple(t.name for t in plan.tables if t.constrained),
     )
 
 
@@ -316,7 +320,14 @@ def _rank_block(ours: PlanColumns, stock: PlanColumns | None) -> str:
 
 def format_report(report: ShardingReport) -> str:
     """The report as text: tables of both plans, per-rank totals, one summary line."""
-    parts = [f"torchrec-hot sharding report: {report.title}", _table_block(report.ours)]
+    parts = [f"torchrec-hot sharding report: {report.title}"]
+    if len(report.modules) > 1:
+        parts.append("modules (one budget): " + ", ".join(m or "<root>" for m in report.modules))
+    if report.constrained:
+        parts.append(
+            "placed as your ParameterConstraints say: " + ", ".join(report.constrained)
+        )
+    parts.append(_table_block(report.ours))
     if report.stock is not None:
         parts.append(_table_block(report.stock, report.stock_hbm_cap))
     parts.append(_rank_block(report.ours, report.stock))

@@ -21,9 +21,12 @@ is weighted when the module is weighted or has a MEAN table. Weighted MEAN (whic
 stock EBC rejects) pools sum(w * e) / L with the matching gradient w / L per id; note that FBGEMM
 1.8's CPU MEAN TBE gives the same forward but drops the 1 / L from its weighted backward.
 
-Outputs are within float rounding of the stock module's (a split bag sums its hot and cold rows
-separately); gradients and optimizer updates reach exactly the rows, with exactly the scales, of
-the stock module (see tests/test_hot_cold_ebc.py for what is bit-exact).
+Outputs are within float rounding of the stock module's: a bag with one id, or with all its ids
+in one half, is bit-identical; a bag of L ids mixing hot and cold rows is summed as (hot sum) +
+(cold sum) instead of in bag order, within 2 gamma_(L+1) sum_i |c_i| of stock's (c_i: each id's
+weighted, MEAN-scaled row; gamma_n = n u / (1 - n u), u = 2^-24). Gradients and optimizer
+updates reach exactly the rows, with exactly the scales, of the stock module (see
+tests/test_hot_cold_ebc.py for what is bit-exact).
 
 The state-dict hooks live in `hot_cold_state.py`, the merge of sharded outputs in
 `hot_cold_merge.py`; how rows, state and keys split and merge is `tables.rows.LogicalTable`.
@@ -36,12 +39,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor
 from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
 
+from torchrec_hot.sharding.agree import raise_on_any_rank
 from torchrec_hot.sharding.hot_cold_merge import PooledMerge
 from torchrec_hot.sharding.hot_cold_state import (
     logical_state_dict_hook,
@@ -306,9 +311,24 @@ class HotColdEmbeddingBagCollection(nn.Module):
         output in place (same float sum, one (B, D) temporary less per split feature).
         Sharded, the inner module's KeyedTensor is merged by name; when every split feature
         was summed on its rank (`presum`) nothing is left to merge and the output comes in
-        TorchRec's sharding-group key order, as a stock sharded EBC's does."""
-        kjt = self.remap(features, validate=self._validate_ids)
+        TorchRec's sharding-group key order, as a stock sharded EBC's does. Sharded and
+        validating, the ranks agree on every batch's ids first (`agree.py`): a bad id on one
+        rank raises on every rank instead of leaving the others in the input all-to-all."""
         inner = self.split_module
+        if (
+            self._validate_ids
+            and isinstance(inner, ShardedEmbeddingBagCollection)
+            and dist.is_initialized()
+            and not isinstance(features, torch.fx.Proxy)
+        ):
+            try:
+                kjt, error = self.remap(features, validate=True), None
+            except ValueError as e:
+                kjt, error = features, str(e)
+            env = getattr(inner, "_env", None)
+            raise_on_any_rank(error, getattr(env, "process_group", None), features.device())
+        else:
+            kjt = self.remap(features, validate=self._validate_ids)
         in_place = type(inner) is EmbeddingBagCollection and not kjt.variable_stride_per_key()
         if in_place:  # each key's ids are one slice of the values: no per-key JaggedTensors
             values, offsets, weights = kjt.values(), kjt.offsets(), kjt.weights_or_none()
