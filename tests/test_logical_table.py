@@ -48,7 +48,12 @@ def test_keys_and_unsplit_tables():
     assert split.key("a.b.") == "a.b.embedding_bags.s.weight"
     assert split.part_keys("") == ["split_ebc.embedding_bags.s__hot.weight",
                                    "split_ebc.embedding_bags.s__cold.weight"]
-    assert table_of_key("a.b.embedding_bags.s__hot.weight") == ("a.b.", "s__hot")
+    assert table_of_key("a.b.embedding_bags.s__hot.weight") == ("a.b.embedding_bags.", "s__hot")
+    assert table_of_key("x.embeddings.t.weight") == ("x.embeddings.", "t")
+    seq = LogicalTable("q", 5, 2, torch.tensor([1, 3]), pooled=False)
+    assert seq.key("m.") == "m.embeddings.q.weight"
+    assert seq.part_keys("m.") == ["m.split_ec.embeddings.q__hot.weight",
+                                   "m.split_ec.embeddings.q__cold.weight"]
     assert is_weight_key("x.embedding_bags.t.weight") and not is_weight_key("x.linear.weight")
 
 

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    EmbeddingConfig,
+    KeyedJaggedTensor,
+)
 from torchrec.datasets.utils import Batch
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.sharding_plan import construct_module_sharding_plan, table_wise
 from torchrec.distributed.test_utils import test_model as tm
+from torchrec.distributed.types import ShardingPlan
 from torchrec.models.deepfm import SimpleDeepFMNN
 from torchrec.models.dlrm import DLRM_DCN, DLRMTrain
 from torchrec.modules.embedding_configs import PoolingType
@@ -40,13 +48,16 @@ from torchrec_hot import (
     apply_hot_plan,
     build_report,
     format_report,
+    latest_checkpoint,
+    load_checkpoint,
     load_logical_state_dict,
     logical_optimizer_state,
     logical_state_dict,
     make_topology,
+    save_checkpoint,
 )
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
-from torchrec_hot.tables.modules import embedding_modules
+from torchrec_hot.tables.modules import embedding_modules, table_configs
 from torchrec_hot.tables.split import Placement, split_module_path
 
 META = torch.device("meta")
@@ -77,16 +88,20 @@ def _tables(rng: np.random.Generator):
 
 
 def _kjt(tables, rng: np.random.Generator, weighted: bool) -> KeyedJaggedTensor:
-    """One Zipf-skewed id per bag and feature (BATCH bags), weights when `weighted`."""
-    keys, values = [], []
+    """BATCH bags per feature of Zipf-skewed ids, weights when `weighted`: one id per bag of
+    a pooled table, 0-4 ids per sequence of an EmbeddingCollection's table."""
+    keys, values, lengths = [], [], []
     for t in tables:
         for f in t.feature_names:
             keys.append(f)
-            ranks = np.minimum(rng.zipf(1.3, BATCH) - 1, t.num_embeddings - 1)
+            sequence = isinstance(t, EmbeddingConfig)
+            lens = rng.integers(0, 5, BATCH) if sequence else np.ones(BATCH, np.int64)
+            ranks = np.minimum(rng.zipf(1.3, int(lens.sum())) - 1, t.num_embeddings - 1)
             values.append((ranks * 7 + 3) % t.num_embeddings)
+            lengths.append(lens)
     ids = torch.from_numpy(np.concatenate(values).astype(np.int64))
     return KeyedJaggedTensor.from_lengths_sync(
-        keys, ids, torch.ones(len(keys) * BATCH, dtype=torch.int64),
+        keys, ids, torch.from_numpy(np.concatenate(lengths).astype(np.int64)),
         weights=torch.from_numpy(rng.random(ids.numel()).astype(np.float32)) if weighted else None,
     )
 
@@ -96,7 +111,7 @@ def _batch(tables, weighted, rng: np.random.Generator) -> tm.ModelInput:
         float_features=torch.from_numpy(rng.standard_normal((BATCH, FLOAT_FEATURES))
                                         .astype(np.float32)),
         idlist_features=_kjt(tables, rng, False),
-        idscore_features=_kjt(weighted, rng, True),
+        idscore_features=_kjt(weighted, rng, True) if weighted else None,
         label=torch.from_numpy(rng.integers(0, 2, BATCH).astype(np.float32)),
     )
 
@@ -119,6 +134,9 @@ def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
     if kind == "test_sparse_nn":
         model = tm.TestSparseNN(tables=tables, weighted_tables=weighted,
                                 num_float_features=FLOAT_FEATURES, sparse_device=META)
+    elif kind == "mixed":  # an EBC and an EmbeddingCollection over one KJT
+        model = tm.TestMixedEmbeddingSparseArch(tables=tables, num_float_features=FLOAT_FEATURES,
+                                                dense_device=torch.device("cpu"))
     else:
         ebc = EmbeddingBagCollection(tables=tables, device=META)
         model = _DeepFMTrain(ebc) if kind == "deepfm" else DLRMTrain(DLRM_DCN(
@@ -133,6 +151,8 @@ def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
 def _model_batch(kind: str, tables, weighted, rng: np.random.Generator):
     if kind == "test_sparse_nn":
         return _batch(tables, weighted, rng)
+    if kind == "mixed":
+        return _batch(tables, [], rng)
     dense = rng.standard_normal((BATCH, FLOAT_FEATURES)).astype(np.float32)
     return Batch(dense_features=torch.from_numpy(dense),
                  sparse_features=_kjt(tables, rng, False),
@@ -153,14 +173,38 @@ def _train(dmp: nn.Module, kind: str, tables, weighted, seed: int, rank: int) ->
     return losses
 
 
-def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocate: bool) -> dict:
+def _config_order_plan(model: nn.Module, world: int) -> ShardingPlan:
+    """A stock table-wise plan whose sharded EBC output comes in config order: each module's
+    tables in contiguous blocks over the ranks. TestMixedEmbeddingSparseArch reads its EBC's
+    `values()` by position, and a stock sharded EBC's columns come in its plan's rank order, so
+    the stock model computes what its unsharded self computes only under such a plan (the
+    hot/cold EBC always returns config order)."""
+    plan = {}
+    for path, module in embedding_modules(model).items():
+        names = [c.name for c in table_configs(module)]
+        per_rank = -(-len(names) // world)
+        plan[path] = construct_module_sharding_plan(
+            module, {n: table_wise(rank=i // per_rank) for i, n in enumerate(names)},
+            world_size=world, device_type="cpu")
+    return ShardingPlan(plan)
+
+
+def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocate: bool,
+            checkpoint_dir: str | None = None) -> dict:
     rng = np.random.default_rng(seed)
     tables, weighted = _tables(rng)
     if kind != "test_sparse_nn":  # one embedding dim, no weighted features
         tables, weighted = [dataclasses.replace(t, embedding_dim=8) for t in tables], []
+    if kind == "mixed":  # the weighted tables' shapes as the EmbeddingCollection's tables
+        tables = [t for t in tables if t.pooling == PoolingType.SUM] + [
+            EmbeddingConfig(name=f"seq_{i}", num_embeddings=t.num_embeddings, embedding_dim=8,
+                            feature_names=[f"seq_feature_{i}"])
+            for i, t in enumerate(_tables(rng)[1])
+        ]
     stock_model = _model(kind, tables, weighted, optimizer)
-    stock_plan = EmbeddingShardingPlanner(
-        topology=make_topology(world, "cpu"), batch_size=BATCH).collective_plan(stock_model)
+    stock_plan = (_config_order_plan(stock_model, world) if kind == "mixed" else
+                  EmbeddingShardingPlanner(topology=make_topology(world, "cpu"), batch_size=BATCH)
+                  .collective_plan(stock_model))
     stock = DistributedModelParallel(stock_model, plan=stock_plan, device=torch.device("cpu"))
     init = logical_state_dict(stock)
 
@@ -189,24 +233,39 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
     out["apart"] = sum(
         module[t.name + "__hot"].ranks != module[t.name + "__cold"].ranks
         for t in hot_plan.tables if t.placement is Placement.SPLIT
-        for module in [plan.plan[split_module_path(t.module_path)]]
+        for module in [plan.plan[split_module_path(t.module_path, t.pooled)]]
     )
+    if checkpoint_dir is not None:  # sharded DCP: hot/cold -> stock -> hot/cold, both ways
+        save_checkpoint(hot, Path(checkpoint_dir) / "hot", STEPS)
+        fresh_stock = DistributedModelParallel(_model(kind, tables, weighted, optimizer),
+                                               plan=stock_plan, device=torch.device("cpu"))
+        load_checkpoint(fresh_stock, latest_checkpoint(Path(checkpoint_dir) / "hot"))
+        save_checkpoint(fresh_stock, Path(checkpoint_dir) / "stock", STEPS)
+        fresh_hot = DistributedModelParallel(
+            apply_hot_plan(_model(kind, tables, weighted, optimizer), hot_plan), plan=plan,
+            device=torch.device("cpu"))
+        load_checkpoint(fresh_hot, latest_checkpoint(Path(checkpoint_dir) / "stock"))
+        out["dcp"] = [(logical_state_dict(m), logical_optimizer_state(m))
+                      for m in (fresh_stock, fresh_hot)]
     return out
 
 
 MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
            "dlrm_dcn": {"model.sparse_arch.embedding_bag_collection"},
-           "deepfm": {"model.sparse_arch.embedding_bag_collection"}}
+           "deepfm": {"model.sparse_arch.embedding_bag_collection"},
+           "mixed": {"ebc", "ec"}}
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("kind,optimizer,colocate", [
     ("test_sparse_nn", "rowwise_adagrad", True), ("test_sparse_nn", "sgd", False),
-    ("dlrm_dcn", "rowwise_adagrad", True), ("deepfm", "sgd", False)])
-def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate):
+    ("dlrm_dcn", "rowwise_adagrad", True), ("deepfm", "sgd", False),
+    ("mixed", "rowwise_adagrad", True), ("mixed", "sgd", False)])
+def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate, tmp_path):
     seed = int(np.random.default_rng().integers(2**31))
     print("seed", seed)
-    results = run_on_ranks(_worker, 2, seed, kind, optimizer, colocate)
+    dcp = str(tmp_path) if (kind, optimizer) == ("mixed", "rowwise_adagrad") else None
+    results = run_on_ranks(_worker, 2, seed, kind, optimizer, colocate, dcp)
     for r in results:
         split = r["split_per_module"]
         assert split.keys() == MODULES[kind]
@@ -223,6 +282,11 @@ def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate)
         for key, entry in stock_optim.items():
             for name, value in entry.items():
                 assert torch.equal(value, hot_optim[key][name]), (key, name)
+        for state, optim in r.get("dcp", []):  # the checkpoint, EmbeddingCollection included
+            assert state.keys() == hot_state.keys() and any("ec.embeddings." in k for k in state)
+            assert all(torch.equal(state[k], hot_state[k]) for k in state)
+            assert all(torch.equal(v, hot_optim[k][n]) for k, e in optim.items()
+                       for n, v in e.items())
     if colocate:
         assert results[0]["apart"] == 0
     print("split tables with halves on different ranks:", results[0]["apart"])

@@ -8,7 +8,8 @@ file readers are in `torchrec_hot.data`):
               StrategyOptions, Strategy, make_topology, retarget_sharding_plan,
               ProfileCacheStatistics, HardwareSpec (H100, A100, V100), PlanDoesNotFitError,
               PlanFormatError
-  apply       apply_hot_plan, HotColdEmbeddingBagCollection, hot_cold_modules, Placement
+  apply       apply_hot_plan, HotColdEmbeddingBagCollection, HotColdEmbeddingCollection,
+              hot_cold_modules, Placement
   checkpoint  logical_state_dict / load_logical_state_dict, logical_optimizer_state /
               load_logical_optimizer_state (gathered); save_checkpoint / load_checkpoint /
               latest_checkpoint (sharded DCP), CheckpointError
@@ -55,6 +56,7 @@ from torchrec_hot.runtime.pipeline import (
 from torchrec_hot.runtime.rehot import rehot_plan
 from torchrec_hot.sharding.apply import apply_hot_plan, hot_cold_modules
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
+from torchrec_hot.sharding.hot_cold_ec import HotColdEmbeddingCollection
 from torchrec_hot.tables.spec import TableSpec
 from torchrec_hot.tables.split import Placement
 
@@ -65,6 +67,7 @@ __all__ = [
     "CheckpointError",
     "HardwareSpec",
     "HotColdEmbeddingBagCollection",
+    "HotColdEmbeddingCollection",
     "HotPlan",
     "HotPlanner",
     "HotShardingPlanner",

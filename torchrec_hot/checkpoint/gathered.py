@@ -27,7 +27,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.distributed.model_parallel import DistributedModelParallel
 
 from torchrec_hot.sharding.apply import hot_cold_modules
-from torchrec_hot.tables.rows import table_of_key, weight_key
+from torchrec_hot.tables.rows import sibling_key, table_of_key
 
 
 def _distributed() -> bool:
@@ -126,7 +126,7 @@ def logical_optimizer_state(model: nn.Module) -> dict[str, dict[str, torch.Tenso
     for name, tensor in full.items():
         key, state_name = name.split("/", 1)
         table, kind = state_name.split(".", 1)
-        tables[f"{weight_key(table_of_key(key)[0], table)}/{kind}"] = tensor
+        tables[f"{sibling_key(key, table)}/{kind}"] = tensor
     kinds = {k.split("/", 1)[1] for k in tables}
     out: dict[str, dict[str, torch.Tensor]] = {}
     for kind in sorted(kinds):

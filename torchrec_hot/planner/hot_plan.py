@@ -52,6 +52,7 @@ class TablePlan:
         prefetch: the cache is filled batches ahead (TorchRec's prefetch pipeline).
         module_path: path of the embedding module holding the table ("" for the root).
         constrained: the user's `ParameterConstraints` place the table (kept whole, as given).
+        pooled: an EmbeddingBagCollection's table (else an EmbeddingCollection's).
     """
 
     name: str
@@ -68,6 +69,7 @@ class TablePlan:
     prefetch: bool = False
     module_path: str = ""
     constrained: bool = False
+    pooled: bool = True
 
     @property
     def hot_rows(self) -> int:
@@ -222,6 +224,7 @@ class HotPlan:
                     "prefetch": t.prefetch,
                     "module_path": t.module_path,
                     "constrained": t.constrained,
+                    "pooled": t.pooled,
                 }
                 for t in self.tables
             ],
@@ -287,6 +290,7 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
                     prefetch=bool(t.get("prefetch", False)),
                     module_path=str(t.get("module_path", default_path)),
                     constrained=bool(t.get("constrained", False)),
+                    pooled=bool(t.get("pooled", True)),
                 )
             )
     return HotPlan(

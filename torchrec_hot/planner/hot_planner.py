@@ -22,9 +22,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingCollection
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
+from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
@@ -42,12 +43,13 @@ from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import (
     explain_planner_error,
     io_reserves,
+    is_pooled,
     table_io_bytes,
 )
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 
-Tables = EmbeddingBagCollection | Sequence[EmbeddingBagConfig]
+Tables = EmbeddingBagCollection | EmbeddingCollection | Sequence[BaseEmbeddingConfig]
 # Sharding types TorchRec's EmbeddingBagCollectionSharder offers on CPU (row-wise needs CUDA)
 CPU_TYPES = {"data_parallel", "table_wise", "column_wise", "table_column_wise"}
 
@@ -56,7 +58,8 @@ CPU_TYPES = {"data_parallel", "table_wise", "column_wise", "table_column_wise"}
 def _modules(
     tables: Tables | Mapping[str, Tables], module_path: str
 ) -> tuple[dict[str, list[EmbeddingBagConfig]], set[str]]:
-    """(module path -> its logical tables, paths of weighted modules)."""
+    """(module path -> its logical tables, paths of weighted modules). An EmbeddingCollection's
+    tables are `EmbeddingConfig`s (`torchrec_glue.is_pooled`)."""
     items = tables.items() if isinstance(tables, Mapping) else [(module_path, tables)]
     modules: dict[str, list[EmbeddingBagConfig]] = {}
     weighted: set[str] = set()
@@ -65,6 +68,8 @@ def _modules(
             if module.is_weighted():
                 weighted.add(path)
             module = module.embedding_bag_configs()
+        elif isinstance(module, EmbeddingCollection):
+            module = module.embedding_configs()
         modules[path] = list(module)
     names = [c.name for configs in modules.values() for c in configs]
     if len(set(names)) != len(names):
@@ -155,6 +160,7 @@ class HotPlanner:
         modules, weighted = _modules(tables, module_path)
         all_configs = [c for configs in modules.values() for c in configs]
         module_of = {c.name: path for path, configs in modules.items() for c in configs}
+        sequences = {c.name for c in all_configs if not is_pooled(c)}
         unknown = sorted(set(self.constraints) - set(module_of))
         if unknown:
             raise ValueError(f"ParameterConstraints name tables {unknown} that are not planned")
@@ -222,7 +228,7 @@ class HotPlanner:
 
             def allocate(total: int, split=split) -> list[TablePlan]:
                 planned = with_module_paths(
-                    split(max(0, total - pinned_hbm)), module_of, self.constraints
+                    split(max(0, total - pinned_hbm)), module_of, self.constraints, sequences
                 )
                 return sorted(planned + pinned, key=lambda tp: order[tp.name])
 

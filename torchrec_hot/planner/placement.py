@@ -31,7 +31,7 @@ from torchrec_hot.planner.hot_plan import TablePlan
 from torchrec_hot.planner.plan_io import parameter_shardings
 from torchrec_hot.planner.stock import hbm_fraction
 from torchrec_hot.planner.table_plans import plan_rank_bytes
-from torchrec_hot.planner.torchrec_glue import meta_model, run_torchrec_planner
+from torchrec_hot.planner.torchrec_glue import is_pooled, meta_model, run_torchrec_planner
 from torchrec_hot.tables.allocation import TableDemand
 from torchrec_hot.tables.split import (
     COLD_SUFFIX,
@@ -105,6 +105,7 @@ def constrained_table_plan(
         prefetch=bool(constraint.cache_params and constraint.cache_params.prefetch_pipeline),
         module_path=module_path,
         constrained=True,
+        pooled=is_pooled(config),
     )
 
 
@@ -139,7 +140,7 @@ class SplitPlacement:
         for tp in table_plans:
             config = configs[tp.name]
             user = self.user_constraints.get(tp.name)
-            parts = split.setdefault(split_module_path(tp.module_path), [])
+            parts = split.setdefault(split_module_path(tp.module_path, tp.pooled), [])
             if pins_kernel(user):
                 parts.append(config)
                 constraints[tp.name] = user  # as the user wrote it
@@ -277,11 +278,19 @@ def _large_parts(table_plans: Sequence[TablePlan], limit: float) -> set[str]:
 
 
 def with_module_paths(
-    table_plans: Sequence[TablePlan], module_of: Mapping[str, str], constrained: Collection[str]
+    table_plans: Sequence[TablePlan],
+    module_of: Mapping[str, str],
+    constrained: Collection[str],
+    sequences: Collection[str] = (),
 ) -> list[TablePlan]:
-    """`table_plans`, each with the path of the module its table belongs to and whether the
-    user constrained it."""
+    """`table_plans`, each with the path of the module its table belongs to, whether the user
+    constrained it and whether it is an EmbeddingCollection's (`sequences`)."""
     return [
-        dataclasses.replace(tp, module_path=module_of[tp.name], constrained=tp.name in constrained)
+        dataclasses.replace(
+            tp,
+            module_path=module_of[tp.name],
+            constrained=tp.name in constrained,
+            pooled=tp.name not in sequences,
+        )
         for tp in table_plans
     ]

@@ -6,13 +6,14 @@ models.
     model = apply_hot_plan(model, planner.hot_plan)       # every planned EBC -> hot/cold
     dmp = DistributedModelParallel(model, plan=plan, device=device)
 
-`plan(module, sharders)` finds every EmbeddingBagCollection of the model (weighted or not, as
-TorchRec's sharders do), plans the rows of all their tables under the one per-rank HBM budget
-and returns the `ShardingPlan` of the split tables (keyed `<module path>.split_ebc`); the
-`HotPlan` behind it is `planner.hot_plan`. The fused optimizer is read from the model (what
-`apply_optimizer_in_backward` attached) unless given. `collective_plan` plans on rank 0 and
-broadcasts the plan, or the error, so that every rank returns the same plan or raises the same
-error (no rank waits in a collective for a rank that failed).
+`plan(module, sharders)` finds every EmbeddingBagCollection (weighted or not) and
+EmbeddingCollection of the model, as TorchRec's sharders do, plans the rows of all their tables
+under the one per-rank HBM budget and returns the `ShardingPlan` of the split tables (keyed
+`<module path>.split_ebc` / `.split_ec`); the `HotPlan` behind it is `planner.hot_plan`. The
+fused optimizer is read from the model (what `apply_optimizer_in_backward` attached) unless
+given. `collective_plan` plans on rank 0 and broadcasts the plan, or the error, so that every
+rank returns the same plan or raises the same error (no rank waits in a collective for a rank
+that failed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchrec import EmbeddingBagCollection
+from torchrec import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingPlanner
 
@@ -107,19 +108,19 @@ class HotShardingPlanner(ShardingPlanner):
     def plan(
         self, module: nn.Module, sharders: list[ModuleSharder[nn.Module]] | None = None
     ) -> ShardingPlan:
-        """Plans every EmbeddingBagCollection of `module` (`sharders` are not consulted: the
-        split tables are planned with TorchRec's EmbeddingBagCollectionSharder)."""
+        """Plans every EmbeddingBagCollection and EmbeddingCollection of `module` (`sharders`
+        are not consulted: the split tables are planned with TorchRec's own sharders of the
+        two collections)."""
         modules = embedding_modules(module)
-        other = [
-            p or "the model" for p, m in modules.items() if type(m) is not EmbeddingBagCollection
-        ]
+        kinds = (EmbeddingBagCollection, EmbeddingCollection)
+        other = [p or "the model" for p, m in modules.items() if type(m) not in kinds]
         if other:
             raise NotImplementedError(
-                f"{other}: only EmbeddingBagCollections are planned hot/cold so far "
-                "(EmbeddingCollections and already-swapped modules are not)"
+                f"{other}: only stock EmbeddingBagCollections and EmbeddingCollections are "
+                "planned hot/cold (not subclasses, nor modules already swapped)"
             )
         if not modules:
-            raise ValueError(f"{type(module).__name__} has no EmbeddingBagCollection to plan")
+            raise ValueError(f"{type(module).__name__} has no embedding collection to plan")
         optimizer = self.optimizer_class or fused_optimizer_class(modules)
         planner = HotPlanner(self.topology, optimizer_class=optimizer, **self._options)
         self.hot_plan = planner.plan(modules, self.profile)

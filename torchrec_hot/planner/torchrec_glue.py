@@ -14,44 +14,66 @@ from collections.abc import Collection, Mapping, Sequence
 
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+from torchrec import (
+    EmbeddingBagCollection,
+    EmbeddingBagConfig,
+    EmbeddingCollection,
+    EmbeddingConfig,
+)
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardingPlan
+from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 
+def is_pooled(config: BaseEmbeddingConfig) -> bool:
+    """Whether a table config is an EmbeddingBagCollection's (else an EmbeddingCollection's)."""
+    return not isinstance(config, EmbeddingConfig)
+
+
 def meta_model(
-    modules: Mapping[str, Sequence[EmbeddingBagConfig]],
+    modules: Mapping[str, Sequence[BaseEmbeddingConfig]],
     optimizer_class: type[torch.optim.Optimizer] | None,
     weighted: Collection[str] = (),
 ) -> nn.Module:
-    """A meta-device model holding an EBC of `modules[path]` at each module path ("" = the
-    model itself, then the only module), weighted for the paths in `weighted`, with
+    """A meta-device model holding, at each module path ("" = the model itself, then the only
+    module), an EmbeddingBagCollection of `modules[path]` (weighted for the paths in
+    `weighted`), or an EmbeddingCollection when its configs are `EmbeddingConfig`s, with
     `optimizer_class` attached the way `apply_optimizer_in_backward` does, so TorchRec's
     planner charges its state."""
     root = nn.Module()
     for path, configs in modules.items():
-        ebc = EmbeddingBagCollection(
-            tables=list(configs), is_weighted=path in weighted, device=torch.device("meta")
-        )
+        meta = torch.device("meta")
+        if configs and not is_pooled(configs[0]):
+            module: nn.Module = EmbeddingCollection(tables=list(configs), device=meta)
+        else:
+            module = EmbeddingBagCollection(
+                tables=list(configs), is_weighted=path in weighted, device=meta
+            )
         if optimizer_class is not None:
-            apply_optimizer_in_backward(optimizer_class, ebc.parameters(), {"lr": 0.01})
+            apply_optimizer_in_backward(optimizer_class, module.parameters(), {"lr": 0.01})
         if not path:
             if len(modules) > 1:
                 raise ValueError("a module at the model's root must be its only module")
-            return ebc
+            return module
         parent = root
         *parents, name = path.split(".")
         for part in parents:
             if not hasattr(parent, part):
                 parent.add_module(part, nn.Module())
             parent = getattr(parent, part)
-        parent.add_module(name, ebc)
+        parent.add_module(name, module)
     return root
+
+
+def sharders() -> list:
+    """TorchRec's sharders of the collections torchrec-hot plans."""
+    return [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
 
 
 def table_io_bytes(
@@ -73,8 +95,12 @@ def table_io_bytes(
         for c in configs
     }
     enumerator = EmbeddingEnumerator(topology, batch_size, constraints=constraints)
-    model = meta_model({"": configs}, None)
-    options = enumerator.enumerate(model, [EmbeddingBagCollectionSharder()])
+    groups = {
+        "bags": [c for c in configs if is_pooled(c)],
+        "sequences": [c for c in configs if not is_pooled(c)],
+    }
+    model = meta_model({path: cs for path, cs in groups.items() if cs}, None)
+    options = enumerator.enumerate(model, sharders())
     return {o.name: int(o.shards[0].storage.hbm) for o in options}
 
 
@@ -92,7 +118,7 @@ def run_torchrec_planner(
         storage_reservation=FixedPercentageStorageReservation(reservation_percentage),
         constraints=dict(constraints) if constraints is not None else None,
     )
-    return planner.plan(model, [EmbeddingBagCollectionSharder()])
+    return planner.plan(model, sharders())
 
 
 def io_reserves(io: dict[str, int], world_size: int) -> list[int]:

@@ -28,7 +28,8 @@ weighted, MEAN-scaled row; gamma_n = n u / (1 - n u), u = 2^-24). Gradients and 
 updates reach exactly the rows, with exactly the scales, of the stock module (see
 tests/test_hot_cold_ebc.py for what is bit-exact).
 
-The state-dict hooks live in `hot_cold_state.py`, the merge of sharded outputs in
+What both hot/cold modules share (placements, hot ids, the logical view and state hooks, the
+id check) is `hot_cold_tables.py`; the merge of sharded outputs is in
 `hot_cold_merge.py`; how rows, state and keys split and merge is `tables.rows.LogicalTable`.
 """
 
@@ -37,53 +38,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, KeyedTensor
 from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
 from torchrec.modules.embedding_configs import PoolingType
 from torchrec.modules.embedding_modules import get_embedding_names_by_table
 
-from torchrec_hot.sharding.agree import raise_on_any_rank
 from torchrec_hot.sharding.hot_cold_merge import PooledMerge
-from torchrec_hot.sharding.hot_cold_state import (
-    logical_state_dict_hook,
-    split_state_dict_pre_hook,
-)
+from torchrec_hot.sharding.hot_cold_tables import HotColdTables, HotIds
 from torchrec_hot.sharding.presum import Presum, presum_sharded_ebc
-from torchrec_hot.sharding.remap.remapper import KJTRemapper
-from torchrec_hot.tables.rows import LogicalTable
-from torchrec_hot.tables.split import (
-    SPLIT_MODULE_ATTR,
-    Placement,
-    placement_of,
-    split_table_configs,
-)
-
-HotIds = torch.Tensor | np.ndarray
+from torchrec_hot.tables.split import SPLIT_MODULE_ATTR, Placement, split_table_configs
 
 
-def _checked_hot_ids(ids: HotIds | None, table: EmbeddingBagConfig) -> torch.Tensor:
-    """(H,) int64 CPU tensor of sorted, unique ids in [0, N); ValueError otherwise."""
-    if ids is None:
-        return torch.zeros(0, dtype=torch.int64)
-    t = torch.as_tensor(ids).detach().cpu()
-    if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise ValueError(f"table {table.name!r}: hot ids must be a 1-D integer tensor")
-    t = t.to(torch.int64)
-    if t.numel() and (int(t[0]) < 0 or int(t[-1]) >= table.num_embeddings):
-        raise ValueError(
-            f"table {table.name!r}: hot ids must lie in [0, {table.num_embeddings}), "
-            f"got {int(t.min())}..{int(t.max())}"
-        )
-    if t.numel() > 1 and not bool((t[1:] > t[:-1]).all()):
-        raise ValueError(f"table {table.name!r}: hot ids must be sorted and unique")
-    return t
-
-
-class HotColdEmbeddingBagCollection(nn.Module):
+class HotColdEmbeddingBagCollection(HotColdTables):
     """A stock-compatible EmbeddingBagCollection whose tables are split into hot and cold parts.
 
     Args:
@@ -102,6 +69,9 @@ class HotColdEmbeddingBagCollection(nn.Module):
     them is split and all or none are MEAN; NotImplementedError otherwise.
     """
 
+    split_attr = SPLIT_MODULE_ATTR
+    pooled = True
+
     def __init__(
         self,
         tables: Sequence[EmbeddingBagConfig],
@@ -113,57 +83,27 @@ class HotColdEmbeddingBagCollection(nn.Module):
         presum: bool = True,
     ) -> None:
         super().__init__()
-        self._tables = [
-            dataclasses.replace(t, feature_names=list(t.feature_names) or [t.name]) for t in tables
-        ]
-        names = [t.name for t in self._tables]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate table names in {names}")
-        unknown = set(hot_ids) - set(names)
-        if unknown:
-            raise ValueError(f"hot ids given for unknown tables {sorted(unknown)}")
+        split_hot = self._init_tables(tables, hot_ids, validate_ids)
         self._is_weighted = is_weighted
-        self._validate_ids = validate_ids
         self._presum_enabled = presum
         self._presum: Presum | None = None  # see `presum_sharded`
-
-        split_hot: dict[str, torch.Tensor] = {}
-        self._placements: dict[str, Placement] = {}
-        self._parts: dict[str, list[str]] = {}  # logical table -> its inner table names
         inner_configs: list[EmbeddingBagConfig] = []
         parts_index: list[list[int]] = []
         mean_features: set[str] = set()
         for t in self._tables:
-            ids = _checked_hot_ids(hot_ids.get(t.name), t)
-            self._placements[t.name] = placement_of(ids.numel(), t.num_embeddings)
-            if self._placements[t.name] is Placement.SPLIT:
-                split_hot[t.name] = ids
             parts = [
                 dataclasses.replace(p, pooling=PoolingType.SUM, init_fn=t.init_fn)
-                for p in split_table_configs(t, ids.numel())
+                for p in split_table_configs(t, self._hot_rows[t.name])
             ]
             if t.pooling == PoolingType.MEAN:
                 mean_features.update(t.feature_names)
-            self._parts[t.name] = [p.name for p in parts]
             parts_index.append(list(range(len(inner_configs), len(inner_configs) + len(parts))))
             inner_configs += parts
         self._check_shared_features(mean_features)
-
-        table_of_feature: dict[str, str] = {}
-        for t in sorted(self._tables, key=lambda t: -t.num_embeddings):
-            table_of_feature.update({f: t.name for f in t.feature_names})  # smallest N wins
-        self.remap = KJTRemapper(
-            table_of_feature=table_of_feature,
-            num_embeddings={t.name: t.num_embeddings for t in self._tables},
-            hot_ids=split_hot,
-            mean_features=mean_features,
-        )
         inner = EmbeddingBagCollection(
             tables=inner_configs, is_weighted=is_weighted or bool(mean_features), device=device
         )
-        setattr(self, SPLIT_MODULE_ATTR, inner)
-        if inner.device.type != "meta":  # on meta the hot ids would be lost: they stay on CPU
-            self.remap.to(inner.device)
+        self._init_inner(inner, split_hot, mean_features)
 
         # logical output key -> inner output keys that are summed into it
         inner_names = get_embedding_names_by_table(inner_configs)
@@ -182,8 +122,6 @@ class HotColdEmbeddingBagCollection(nn.Module):
         ]
 
         self.merge = PooledMerge(outputs, dims)
-        self.register_state_dict_post_hook(logical_state_dict_hook)
-        self.register_load_state_dict_pre_hook(split_state_dict_pre_hook)
 
     def _check_shared_features(self, mean_features: set[str]) -> None:
         owners: dict[str, list[EmbeddingBagConfig]] = {}
@@ -201,52 +139,12 @@ class HotColdEmbeddingBagCollection(nn.Module):
                     "needs all its tables unsplit and all or none MEAN-pooled"
                 )
 
-    @property
-    def split_module(self) -> EmbeddingBagCollection:
-        """The inner stock EmbeddingBagCollection of split tables (`split_ebc`)."""
-        return getattr(self, SPLIT_MODULE_ATTR)
-
-    @property
-    def remapper(self) -> KJTRemapper:
-        """The id remapper (`remap`), also while a TorchRec train pipeline has wrapped it to run
-        ahead of the forward (`PipelinedPostproc`)."""
-        remap = self.remap
-        return remap if isinstance(remap, KJTRemapper) else remap.postproc_module
-
-    @property
-    def device(self) -> torch.device:
-        return self.split_module.device
-
     def is_weighted(self) -> bool:
         return self._is_weighted
 
     def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
         """The LOGICAL table configs (as given, feature names filled in as TorchRec does)."""
         return self._tables
-
-    def split_table_names(self, table: str) -> list[str]:
-        """Names of the inner tables holding logical `table`: [T__hot, T__cold] or [T]."""
-        return list(self._parts[table])
-
-    def placements(self) -> dict[str, Placement]:
-        """Logical table name -> SPLIT / HBM (whole, all hot) / UVM (whole, all cold)."""
-        return dict(self._placements)
-
-    def hot_ids(self, table: str) -> torch.Tensor:
-        """Sorted hot ids (H,) int64 of logical table `table` (all N ids for an HBM table, none
-        for a UVM table), on the module's device."""
-        placement = self._placements[table]
-        if placement is Placement.SPLIT:
-            return self.remapper.hot_ids(table)
-        n = next(t.num_embeddings for t in self._tables if t.name == table)
-        return torch.arange(n if placement is Placement.HBM else 0, device=self.device)
-
-    def set_hot_ids(self, table: str, hot_ids: torch.Tensor) -> None:
-        """Gives split `table` other hot rows, as many as before. Only the id mapping changes:
-        moving the rows' weights and optimizer state is `sharding.migrate.replan`'s job."""
-        if self._placements[table] is not Placement.SPLIT:
-            raise ValueError(f"table {table!r} is not split")
-        self.remapper.set_hot_ids(table, hot_ids)
 
     def presummed_features(self) -> list[str]:
         """Logical outputs whose hot and cold halves are added on their rank before the output
@@ -268,37 +166,6 @@ class HotColdEmbeddingBagCollection(nn.Module):
             self._presum = presum_sharded_ebc(inner, pairs)
         return self._presum
 
-    def logical_tables(self) -> list[LogicalTable]:
-        """Each logical table with its hot ids (CPU): the codec of its rows, state and keys."""
-        return [
-            LogicalTable(
-                t.name,
-                t.num_embeddings,
-                t.embedding_dim,
-                self.remapper.hot_ids(t.name).cpu()
-                if self._placements[t.name] is Placement.SPLIT
-                else None,
-            )
-            for t in self._tables
-        ]
-
-    def _merged(self, of_param) -> dict[str, torch.Tensor | None]:
-        bags = self.split_module.embedding_bags
-        out: dict[str, torch.Tensor | None] = {}
-        for table in self.logical_tables():
-            parts = [of_param(bags[p].weight) for p in table.parts()]
-            out[table.name] = None if any(p is None for p in parts) else table.merge(parts)
-        return out
-
-    def logical_weights(self) -> dict[str, torch.Tensor]:
-        """Logical table name -> its (N, D) weights merged from the hot and cold parts (a copy
-        for split tables; the parameter itself, detached, for whole tables)."""
-        return self._merged(lambda w: w.detach())  # type: ignore[return-value]
-
-    def logical_grads(self) -> dict[str, torch.Tensor | None]:
-        """Like `logical_weights`, for the `.grad` of the inner parameters (None if absent)."""
-        return self._merged(lambda w: w.grad)
-
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pool `features` (logical keys; per key B samples, or VBE) into a KeyedTensor with the
         logical embedding names in logical order, values (B, sum of D) float32.
@@ -309,26 +176,13 @@ class HotColdEmbeddingBagCollection(nn.Module):
         hooks do not run), so that its concatenated (B, up to 2x sum of D) output and the split
         of that output's gradient are never built, and `cold` is added into `hot`'s fresh
         output in place (same float sum, one (B, D) temporary less per split feature).
-        Sharded, the inner module's KeyedTensor is merged by name; when every split feature
-        was summed on its rank (`presum`) nothing is left to merge and the output comes in
-        TorchRec's sharding-group key order, as a stock sharded EBC's does. Sharded and
+        Sharded, the inner module's KeyedTensor (in TorchRec's sharding-group key order) is
+        merged by name into logical order; when every split feature was summed on its rank
+        (`presum`) only the column order is left to restore. Sharded and
         validating, the ranks agree on every batch's ids first (`agree.py`): a bad id on one
         rank raises on every rank instead of leaving the others in the input all-to-all."""
         inner = self.split_module
-        if (
-            self._validate_ids
-            and isinstance(inner, ShardedEmbeddingBagCollection)
-            and dist.is_initialized()
-            and not isinstance(features, torch.fx.Proxy)
-        ):
-            try:
-                kjt, error = self.remap(features, validate=True), None
-            except ValueError as e:
-                kjt, error = features, str(e)
-            env = getattr(inner, "_env", None)
-            raise_on_any_rank(error, getattr(env, "process_group", None), features.device())
-        else:
-            kjt = self.remap(features, validate=self._validate_ids)
+        kjt = self._remapped(features, isinstance(inner, ShardedEmbeddingBagCollection))
         in_place = type(inner) is EmbeddingBagCollection and not kjt.variable_stride_per_key()
         if in_place:  # each key's ids are one slice of the values: no per-key JaggedTensors
             values, offsets, weights = kjt.values(), kjt.offsets(), kjt.weights_or_none()

@@ -121,8 +121,10 @@ class PooledMerge(nn.Module):
 
     def forward(self, kt: KeyedTensor) -> KeyedTensor:
         """Merges the inner KeyedTensor `kt` (keys in any order, e.g. sharding-group order) by
-        name. When `kt` already holds exactly the logical outputs it is returned as it is, in
-        its own key order (as a stock sharded EBC's output is)."""
+        name into the logical outputs in logical order (what an unsharded stock EBC returns and
+        models that read `values()` by position expect). When `kt` already holds exactly the
+        logical outputs in logical order it is returned as it is; in another order, the columns
+        are copied into logical order (no arithmetic: bit-exact)."""
         column_sum = self._column_sum(kt.keys(), kt.length_per_key())
         if column_sum is None:
             return kt
@@ -144,13 +146,13 @@ class PooledMerge(nn.Module):
 
     def _column_sum(self, keys: list[str], dims: list[int]) -> ColumnSum | None:
         """The `ColumnSum` from inner outputs `keys` (widths `dims`) to the logical outputs, or
-        None when `keys` already are the logical outputs (cached per key order)."""
+        None when `keys` already are the logical outputs in order (cached per key order)."""
         cache_key = tuple(keys)
         if cache_key in self._sums:
             return self._sums[cache_key]
         where = {k: i for i, k in enumerate(keys)}
         column_sum = None
-        if len(keys) != len(self._names) or set(keys) != set(self._names):
+        if list(keys) != self._names:
             parts = []
             for name, ps in self._outputs:
                 if all(p in where for p in ps):

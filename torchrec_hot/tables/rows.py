@@ -10,8 +10,9 @@ order). A table that is not split is held by one part, itself, rows in order.
   * TorchRec's 1-D row-wise optimizer state (rows * k,): one block of `rows` entries per column
     shard (k = 1 unless column-wise), split / merged block by block;
 and names them: the logical weight key `<prefix>embedding_bags.<T>.weight` of a stock
-EmbeddingBagCollection, and each part's key `<prefix>split_ebc.embedding_bags.<part>.weight`
-inside a hot/cold module. Every state-dict hook, checkpoint path, row layout and migration
+EmbeddingBagCollection (`embeddings.` for an EmbeddingCollection), and each part's key
+`<prefix>split_ebc.embedding_bags.<part>.weight` (`split_ec.embeddings.`) inside a hot/cold
+module. Every state-dict hook, checkpoint path, row layout and migration
 goes through this module; none spells the keys or the row order itself.
 """
 
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_MODULE_ATTR
+from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_EC_ATTR, SPLIT_MODULE_ATTR
 
-# Attribute of a stock EmbeddingBagCollection that holds its tables (state-dict keys).
+# Attribute of a stock EmbeddingBagCollection / EmbeddingCollection that holds its tables.
 TABLES_ATTR = "embedding_bags"
+EC_TABLES_ATTR = "embeddings"
+_ATTRS = (TABLES_ATTR, EC_TABLES_ATTR)
 
 
 def cold_mask(hot_ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
@@ -57,20 +60,27 @@ def merge_rows(hot: torch.Tensor, cold: torch.Tensor, hot_ids: torch.Tensor) -> 
     return out
 
 
-def weight_key(prefix: str, table: str) -> str:
-    """State-dict key of `table`'s weight in the EmbeddingBagCollection at `prefix`."""
-    return f"{prefix}{TABLES_ATTR}.{table}.weight"
+def weight_key(prefix: str, table: str, attr: str = TABLES_ATTR) -> str:
+    """State-dict key of `table`'s weight in the collection at `prefix` (`attr`: the
+    collection's tables attribute, `TABLES_ATTR` or `EC_TABLES_ATTR`)."""
+    return f"{prefix}{attr}.{table}.weight"
 
 
 def is_weight_key(key: str) -> bool:
-    """Whether `key` names an EmbeddingBagCollection table's weight (`weight_key`)."""
-    return f"{TABLES_ATTR}." in key and key.endswith(".weight")
+    """Whether `key` names a collection table's weight (`weight_key`)."""
+    return key.endswith(".weight") and any(f"{a}." in key for a in _ATTRS)
 
 
 def table_of_key(key: str) -> tuple[str, str]:
-    """(prefix, table) of a key made by `weight_key`."""
-    prefix, _, rest = key.rpartition(f"{TABLES_ATTR}.")
-    return prefix, rest.rsplit(".weight", 1)[0]
+    """(head, table) of a key made by `weight_key`: head is everything before the table name
+    (`<prefix><attr>.`), so `f"{head}{table}.weight"` is the key again."""
+    head, _, table = key.rsplit(".weight", 1)[0].rpartition(".")
+    return head + ".", table
+
+
+def sibling_key(key: str, table: str) -> str:
+    """The weight key of `table` in the same collection as `key`."""
+    return f"{table_of_key(key)[0]}{table}.weight"
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class LogicalTable:
     num_embeddings: int
     embedding_dim: int
     hot_ids: torch.Tensor | None = None
+    pooled: bool = True  # an EmbeddingBagCollection's table, else an EmbeddingCollection's
 
     @property
     def is_split(self) -> bool:
@@ -106,12 +117,15 @@ class LogicalTable:
         return [hot, cold_ids(hot, self.num_embeddings)]
 
     def key(self, prefix: str) -> str:
-        """The logical weight key, as a stock EmbeddingBagCollection at `prefix` names it."""
-        return weight_key(prefix, self.name)
+        """The logical weight key, as a stock collection at `prefix` names it."""
+        return weight_key(prefix, self.name, TABLES_ATTR if self.pooled else EC_TABLES_ATTR)
 
     def part_keys(self, prefix: str) -> list[str]:
         """Each part's weight key inside the hot/cold module at `prefix`."""
-        return [weight_key(f"{prefix}{SPLIT_MODULE_ATTR}.", p) for p in self.parts()]
+        split, attr = (
+            (SPLIT_MODULE_ATTR, TABLES_ATTR) if self.pooled else (SPLIT_EC_ATTR, EC_TABLES_ATTR)
+        )
+        return [weight_key(f"{prefix}{split}.", p, attr) for p in self.parts()]
 
     def split(self, full: torch.Tensor) -> list[torch.Tensor]:
         """A logical tensor -> one tensor per part: (N, ...) by rows; 1-D row-wise state

@@ -8,15 +8,21 @@ tables `T__hot` (H rows, features `f__hot`) and `T__cold` (N - H rows, features 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from typing import TypeVar
 
-from torchrec import EmbeddingBagConfig
+from torchrec.modules.embedding_configs import BaseEmbeddingConfig
+
+Config = TypeVar("Config", bound=BaseEmbeddingConfig)
 
 HOT_SUFFIX = "__hot"
 COLD_SUFFIX = "__cold"
-# Attribute under which the hot/cold module keeps its EmbeddingBagCollection of split tables;
-# sharding plans name that module `<module path>.<SPLIT_MODULE_ATTR>`.
+# Attribute under which a hot/cold module keeps its stock collection of split tables (an
+# EmbeddingBagCollection, or an EmbeddingCollection for sequence features); sharding plans name
+# that module `<module path>.<attribute>`.
 SPLIT_MODULE_ATTR = "split_ebc"
+SPLIT_EC_ATTR = "split_ec"
 
 
 class Placement(str, enum.Enum):
@@ -35,29 +41,28 @@ def placement_of(hot_rows: int, num_embeddings: int) -> Placement:
     return Placement.SPLIT
 
 
-def split_module_path(module_path: str) -> str:
-    """The path of the split EmbeddingBagCollection inside a model, as sharding plans key it."""
-    return f"{module_path}.{SPLIT_MODULE_ATTR}" if module_path else SPLIT_MODULE_ATTR
+def split_module_path(module_path: str, pooled: bool = True) -> str:
+    """The path of the split collection inside a model, as sharding plans key it (`pooled`:
+    an EmbeddingBagCollection's, else an EmbeddingCollection's)."""
+    attr = SPLIT_MODULE_ATTR if pooled else SPLIT_EC_ATTR
+    return f"{module_path}.{attr}" if module_path else attr
 
 
-def split_table_configs(config: EmbeddingBagConfig, hot_rows: int) -> list[EmbeddingBagConfig]:
+def split_table_configs(config: Config, hot_rows: int) -> list[Config]:
     """The TorchRec tables that hold `config`'s rows when its `hot_rows` hottest are hot:
-    `[config]` when the table stays whole, else `[T__hot, T__cold]`."""
+    `[config]` when the table stays whole, else `[T__hot, T__cold]` (copies of `config`, an
+    EmbeddingBagConfig or EmbeddingConfig, with their rows and suffixed names and features)."""
     n = config.num_embeddings
     if not 0 <= hot_rows <= n:
         raise ValueError(f"table {config.name!r}: hot_rows {hot_rows} outside [0, {n}]")
     if placement_of(hot_rows, n) is not Placement.SPLIT:
         return [config]
     return [
-        EmbeddingBagConfig(
+        dataclasses.replace(
+            config,
             name=config.name + suffix,
             num_embeddings=rows,
-            embedding_dim=config.embedding_dim,
             feature_names=[f + suffix for f in config.feature_names],
-            pooling=config.pooling,
-            data_type=config.data_type,
-            weight_init_max=config.weight_init_max,
-            weight_init_min=config.weight_init_min,
         )
         for suffix, rows in ((HOT_SUFFIX, hot_rows), (COLD_SUFFIX, n - hot_rows))
     ]
