@@ -18,17 +18,15 @@ echo "   per table static split, UVM cache or look-forward prefetch, by the H100
     --compute-device cuda --batch-size 8192 --optimizer rowwise_adagrad --strategies \
     --module-path model.sparse_arch.embedding_bag_collection --out "$OUT/plan_8gpu.json"
 
-echo "== 3/4 profile + plan a 1%-scale Criteo Kaggle DLRM (dim 16) for 2 CPU ranks"
+echo "== 3/4 profile a 1%-scale Criteo Kaggle DLRM (dim 16) for 2 CPU ranks"
 "$BIN/torchrec-hot" profile --synthetic criteo-kaggle --scale 0.01 --alpha 1.05 --batches 50 \
     --batch-size 1024 --embedding-dim 16 --seed 1 --out "$OUT/small.npz"
-"$BIN/torchrec-hot" plan --profile "$OUT/small.npz" --world-size 2 --hbm-gb 0.002 \
-    --compute-device cpu --batch-size 256 --no-stock \
-    --module-path model.sparse_arch.embedding_bag_collection --out "$OUT/plan_2cpu.json" \
-    > "$OUT/plan_2cpu.txt"
-echo "plan written to $OUT/plan_2cpu.json (report: $OUT/plan_2cpu.txt)"
 
 echo "== 4/4 train DLRM on 2 gloo ranks, 300 steps through TorchRec's TrainPipelineSparseDist:"
-echo "   stock TorchRec, then hot/cold, same batches"
+echo "   stock TorchRec, then hot/cold planned in the job the TorchRec way"
+echo "   (HotShardingPlanner.collective_plan -> apply_hot_plan -> DistributedModelParallel),"
+echo "   2 MiB of HBM per rank for rows, same batches; the plan's report: $OUT/train.stdout"
 "$BIN/torchrun" --nproc_per_node 2 --log-dir "$OUT/torchrun" --redirects 0:0,1:3 \
-    examples/train_dlrm.py --plan "$OUT/plan_2cpu.json" --compare --steps 300 \
-    --batch-size 256 2> "$OUT/train.stderr" | grep -v "^\[" | sed -n '/^2 ranks/,$p'
+    examples/train_dlrm.py --profile "$OUT/small.npz" --hbm-gb 0.002 --compare --steps 300 \
+    --batch-size 256 2> "$OUT/train.stderr" | grep -v "^\[" | tee "$OUT/train.stdout" \
+    | sed -n '/^2 ranks/,$p'

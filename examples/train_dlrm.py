@@ -1,8 +1,14 @@
 """Train TorchRec's DLRM on synthetic Criteo-shaped data, stock or hot/cold.
 
     torchrun --nproc_per_node 2 examples/train_dlrm.py --stock
-    torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json
+    torchrun --nproc_per_node 2 examples/train_dlrm.py --profile P.npz --hbm-gb 0.002 --compare
     torchrun --nproc_per_node 2 examples/train_dlrm.py --plan plan.json --compare
+
+`--profile` plans the TorchRec way, in the job: `HotShardingPlanner(topology, profile,
+hbm_budget_bytes=...).collective_plan(model)` on the model built for training (rank 0 plans,
+every rank gets the plan), then `apply_hot_plan(model, planner.hot_plan)` and
+`DistributedModelParallel(model, plan=...)`. `--plan` takes a plan made beforehand
+(`torchrec-hot plan ... --module-path model.sparse_arch.embedding_bag_collection`).
 
 Training runs through TorchRec's `TrainPipelineSparseDist` (the next batch's input dist, and
 for hot/cold the id remap, overlap the current batch's forward and backward), or
@@ -14,9 +20,7 @@ migrating in memory (the pipeline is drained first and rebuilt after); the logic
 unchanged, so `--compare` still finds the weights identical.
 `--compare` trains stock TorchRec and then the hot/cold model on the same batches in one run and
 prints both throughputs and the largest difference between their final logical weights (0 when
-training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank). The plan's tables must
-be the model's: make it with
-`torchrec-hot plan ... --module-path model.sparse_arch.embedding_bag_collection`.
+training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from tqdm import tqdm
 
 from torchrec_hot import (
     HotPlan,
+    HotShardingPlanner,
     OnlineCounter,
     apply_hot_plan,
     build_report,
@@ -58,6 +63,7 @@ from torchrec_hot import (
     latest_checkpoint,
     load_checkpoint,
     load_logical_state_dict,
+    load_profile,
     logical_state_dict,
     make_topology,
     make_train_pipeline,
@@ -78,8 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--plan", help="HotPlan JSON for the hot/cold model")
+    mode.add_argument("--profile", help="profile (.npz): plan in the job, HotShardingPlanner")
     mode.add_argument("--stock", action="store_true", help="stock TorchRec only")
-    p.add_argument("--compare", action="store_true", help="with --plan: also train stock")
+    p.add_argument("--compare", action="store_true",
+                   help="with --plan / --profile: also train stock")
+    p.add_argument("--hbm-gb", type=float, default=0.002,
+                   help="with --profile: HBM per rank for embedding rows, GiB")
     p.add_argument("--workload", default="criteo-kaggle")
     p.add_argument("--scale", type=float, default=0.01, help="table sizes (stock mode)")
     p.add_argument("--embedding-dim", type=int, default=16, help="(stock mode)")
@@ -97,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-pipeline", action="store_true",
                    help="plain training loop instead of TorchRec's sparse-dist train pipeline")
     args = p.parse_args(argv)
-    if args.compare and not args.plan:
-        p.error("--compare needs --plan")
+    if args.compare and not (args.plan or args.profile):
+        p.error("--compare needs --plan or --profile")
     return args
 
 
@@ -254,10 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
 
     hot_plan = HotPlan.from_json(args.plan) if args.plan else None
+    profile = load_profile(args.profile) if args.profile else None
     if hot_plan is not None:
         if hot_plan.world_size != world:
             raise SystemExit(f"the plan is for {hot_plan.world_size} ranks, torchrun gave {world}")
         tables = hot_plan.logical_configs()
+    elif profile is not None:  # the profiled tables, as the model holds them
+        tables = [EmbeddingBagConfig(name=t.name, num_embeddings=t.num_embeddings,
+                                     embedding_dim=t.embedding_dim,
+                                     feature_names=list(t.feature_names))
+                  for t in profile.tables]
     else:
         tables = criteo_tables(args.workload, args.scale, args.embedding_dim)
     batches = make_batches(tables, args, rank, device)
@@ -268,13 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(tables, args)
         plan = stock_plan(model, tables, world, device, args.batch_size)
         results["stock TorchRec"] = train("stock", model, plan, batches, init, args, device)
-    if hot_plan is not None:
+    if hot_plan is not None or profile is not None:
+        model = build_model(tables, args)
+        if profile is not None:  # TorchRec's way: a ShardingPlanner, collective_plan, DMP
+            planner = HotShardingPlanner(make_topology(world, device.type), profile,
+                                         hbm_budget_bytes=int(args.hbm_gb * 2**30),
+                                         batch_size=args.batch_size, compare_with_stock=False)
+            planner.collective_plan(model)
+            hot_plan = planner.hot_plan
         if rank == 0:
             print(format_report(build_report(hot_plan)), flush=True)
         sharding_plan = hot_plan.sharding_plan
         if device.type == "cpu" and hot_plan.compute_device != "cpu":
             sharding_plan = retarget_sharding_plan(sharding_plan, "cpu")
-        model = apply_hot_plan(build_model(tables, args), hot_plan)
+        model = apply_hot_plan(model, hot_plan)
         results["torchrec-hot"] = train("hot_cold", model, sharding_plan, batches, init, args,
                                         device, hot_plan)
     if rank == 0:

@@ -107,3 +107,23 @@ def test_plan_with_a_holdout_chooses_strategies_and_refuses_a_foreign_one(tmp_pa
     capsys.readouterr()
     assert main([*args[:-4], "--holdout", str(other), "--out", str(plan)]) == 2
     assert "torchrec-hot plan: error:" in capsys.readouterr().err
+
+
+def test_plan_a_whole_model_from_a_table_map(tmp_path: Path, capsys):
+    profile, plan = tmp_path / "p.npz", tmp_path / "plan.json"
+    assert main(["profile", "--synthetic", "criteo-kaggle", "--scale", "0.001", "--batches",
+                 "4", "--batch-size", "512", "--embedding-dim", "16", "--out", str(profile)]) == 0
+    common = ["plan", "--profile", str(profile), "--world-size", "2", "--hbm-gb", "0.0005",
+              "--batch-size", "512", "--no-stock", "--out", str(plan), "--module-path", "m.rest"]
+    assert main([*common, "--module", "m.a=t_cat_2,t_cat_3",
+                 "--sequence-module", "m.seq=t_cat_11"]) == 0
+    hot_plan = HotPlan.from_json(plan)
+    assert hot_plan.module_paths == ["m.rest", "m.a", "m.seq"]
+    assert {t.name for t in hot_plan.tables_in("m.a")} == {"t_cat_2", "t_cat_3"}
+    (seq,) = hot_plan.tables_in("m.seq")
+    assert seq.name == "t_cat_11" and not seq.pooled
+    assert all(t.pooled for t in hot_plan.tables if t.module_path != "m.seq")
+    assert "modules (one budget): m.rest, m.a, m.seq" in capsys.readouterr().out
+    assert any(key.startswith("m.seq.split_ec") for key in hot_plan.sharding_plan.plan)
+    assert main([*common, "--module", "m.a=t_cat_2,nope"]) == 2
+    assert "table 'nope' is not in the profile" in capsys.readouterr().err

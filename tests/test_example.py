@@ -1,5 +1,6 @@
 """examples/train_dlrm.py under torchrun: DLRM trained hot/cold equals stock TorchRec exactly,
-through TorchRec's train pipeline (default) and in the plain loop (`--no-pipeline`)."""
+through TorchRec's train pipeline (default) and in the plain loop (`--no-pipeline`), with a plan
+made by the CLI (`--plan`) or in the job by HotShardingPlanner.collective_plan (`--profile`)."""
 
 import os
 import subprocess
@@ -31,10 +32,11 @@ def test_dlrm_hot_cold_training_with_replanning_matches_stock_bit_for_bit(tmp_pa
     assert any(t.placement.value == "split" for t in HotPlan.from_json(plan).tables)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     common = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-              str(ROOT / "examples" / "train_dlrm.py"), "--plan", str(plan), "--steps", "30",
+              str(ROOT / "examples" / "train_dlrm.py"), "--steps", "30",
               "--batch-size", "64", "--seed", seed, "--replan-every", "10"]
     run = subprocess.run(
-        [*common, "--compare", "--weights-out", str(tmp_path / "pipelined.pt")],
+        [*common, "--plan", str(plan), "--compare",
+         "--weights-out", str(tmp_path / "pipelined.pt")],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -46,8 +48,10 @@ def test_dlrm_hot_cold_training_with_replanning_matches_stock_bit_for_bit(tmp_pa
     assert run.stderr.count("re-planned") == 3, run.stderr[-3000:]
     assert "max abs difference of the final logical weights: 0\n" in out, out
 
+    # planned in the job, the TorchRec way, from the same profile and budget: the same plan
     plain = subprocess.run(
-        [*common, "--no-pipeline", "--weights-out", str(tmp_path / "plain.pt")],
+        [*common, "--profile", str(profile), "--hbm-gb", "0.0002", "--no-pipeline",
+         "--weights-out", str(tmp_path / "plain.pt")],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
     )
     assert plain.returncode == 0, plain.stderr[-3000:]

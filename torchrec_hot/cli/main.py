@@ -60,17 +60,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         TableSpec(t.name, t.num_embeddings, dims or t.embedding_dim, t.feature_names)
         for t in profile.tables
     ]
-    from torchrec import EmbeddingBagConfig
-
-    configs = [
-        EmbeddingBagConfig(
-            name=t.name,
-            num_embeddings=t.num_embeddings,
-            embedding_dim=t.embedding_dim,
-            feature_names=list(t.feature_names),
-        )
-        for t in tables
-    ]
+    modules = _modules(args, tables)
     hbm_cap = int(args.hbm_cap_gb * GIB) if args.hbm_cap_gb is not None else None
     topology = make_topology(
         args.world_size,
@@ -88,12 +78,41 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         strategies=_strategy_options(args),
     )
     start = time.perf_counter()
-    plan = planner.plan(configs, profile, module_path=args.module_path)
+    plan = planner.plan(modules, profile)
     seconds = time.perf_counter() - start
     plan.to_json(args.out)
     print(format_report(build_report(plan)))
     print(f"\nplanned in {seconds:.1f} s -> {args.out}")
     return 0
+
+
+def _modules(args: argparse.Namespace, tables: list[TableSpec]) -> dict[str, list]:
+    """Module path -> table configs: the tables `--module` / `--sequence-module` name (PATH=T1,T2;
+    EmbeddingBagCollection / EmbeddingCollection tables), every other one at `--module-path`.
+    ValueError for a table named twice or not in the profile."""
+    from torchrec import EmbeddingBagConfig, EmbeddingConfig
+
+    by_name = {t.name: t for t in tables}
+    kinds: dict[str, tuple[str, type]] = {}
+    for specs, kind in ((args.module, EmbeddingBagConfig), (args.sequence_module, EmbeddingConfig)):
+        for spec in specs:
+            path, sep, names = spec.partition("=")
+            if not sep or not names:
+                raise ValueError(f"--module / --sequence-module take PATH=T1,T2, got {spec!r}")
+            for name in names.split(","):
+                if name not in by_name:
+                    raise ValueError(f"{spec!r}: table {name!r} is not in the profile")
+                if name in kinds:
+                    raise ValueError(f"table {name!r} is named for two modules")
+                kinds[name] = (path, kind)
+    modules: dict[str, list] = {}
+    for t in tables:
+        path, kind = kinds.get(t.name, (args.module_path, EmbeddingBagConfig))
+        modules.setdefault(path, []).append(
+            kind(name=t.name, num_embeddings=t.num_embeddings, embedding_dim=t.embedding_dim,
+                 feature_names=list(t.feature_names))
+        )
+    return modules
 
 
 def _strategy_options(args: argparse.Namespace) -> StrategyOptions | None:
@@ -161,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--module-path",
         default="",
         help="path of the EmbeddingBagCollection in the model, e.g. "
-        "sparse_arch.embedding_bag_collection",
+        "sparse_arch.embedding_bag_collection (of every table no --module names)",
     )
+    p.add_argument("--module", action="append", default=[], metavar="PATH=T1,T2",
+                   help="these tables are the EmbeddingBagCollection at PATH (repeatable)")
+    p.add_argument("--sequence-module", action="append", default=[], metavar="PATH=T1,T2",
+                   help="these tables are the EmbeddingCollection at PATH (repeatable)")
     p.add_argument("--no-stock", action="store_true", help="skip the stock TorchRec plan")
     s = p.add_argument_group("per-table strategies (static split, UVM cache, look-forward)")
     s.add_argument("--strategies", action="store_true",
