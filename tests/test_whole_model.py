@@ -54,6 +54,8 @@ from torchrec_hot import (
     logical_optimizer_state,
     logical_state_dict,
     make_topology,
+    rehot_plan,
+    replan,
     save_checkpoint,
 )
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
@@ -235,7 +237,17 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
         for t in hot_plan.tables if t.placement is Placement.SPLIT
         for module in [plan.plan[split_module_path(t.module_path, t.pooled)]]
     )
-    if checkpoint_dir is not None:  # sharded DCP: hot/cold -> stock -> hot/cold, both ways
+    if checkpoint_dir is not None:
+        # re-planning moves rows between the hot and cold halves of every module (the
+        # EmbeddingCollection's too) and leaves the logical model as it was
+        before = out["state"][1], out["optim"][1]
+        counts = {t.name: np.random.default_rng([seed, 7]).integers(0, 50, t.num_embeddings)
+                  for t in hot_plan.tables}
+        report = replan(hot, rehot_plan(hot_plan, counts))
+        out["replanned"] = {name for name, rows in report.rows_moved.items() if rows}
+        out["after_replan"] = logical_state_dict(hot), logical_optimizer_state(hot)
+        out["before_replan"] = before
+        # sharded DCP: hot/cold -> stock -> hot/cold, both ways
         save_checkpoint(hot, Path(checkpoint_dir) / "hot", STEPS)
         fresh_stock = DistributedModelParallel(_model(kind, tables, weighted, optimizer),
                                                plan=stock_plan, device=torch.device("cpu"))
@@ -259,7 +271,8 @@ MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("kind,optimizer,colocate", [
     ("test_sparse_nn", "rowwise_adagrad", True), ("test_sparse_nn", "sgd", False),
-    ("dlrm_dcn", "rowwise_adagrad", True), ("deepfm", "sgd", False),
+    ("dlrm_dcn", "rowwise_adagrad", True), ("dlrm_dcn", "sgd", False),
+    ("deepfm", "rowwise_adagrad", True), ("deepfm", "sgd", False),
     ("mixed", "rowwise_adagrad", True), ("mixed", "sgd", False)])
 def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate, tmp_path):
     seed = int(np.random.default_rng().integers(2**31))
@@ -282,6 +295,11 @@ def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate,
         for key, entry in stock_optim.items():
             for name, value in entry.items():
                 assert torch.equal(value, hot_optim[key][name]), (key, name)
+        if "replanned" in r:
+            assert any(name.startswith("seq_") for name in r["replanned"]), r["replanned"]
+            (s0, o0), (s1, o1) = r["before_replan"], r["after_replan"]
+            assert all(torch.equal(s0[k], s1[k]) for k in s0)
+            assert all(torch.equal(v, o1[k][n]) for k, e in o0.items() for n, v in e.items())
         for state, optim in r.get("dcp", []):  # the checkpoint, EmbeddingCollection included
             assert state.keys() == hot_state.keys() and any("ec.embeddings." in k for k in state)
             assert all(torch.equal(state[k], hot_state[k]) for k in state)

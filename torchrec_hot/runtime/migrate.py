@@ -36,7 +36,6 @@ from torchrec_hot.sharding.rows.layout import (
     tables_of,
     weight_pieces,
 )
-from torchrec_hot.tables.rows import weight_key
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,11 @@ def replan(model: nn.Module, new_plan: HotPlan) -> MigrationReport:
         if not torch.equal(old, new):
             changed[tp.name] = (module, new)
             moved[tp.name] = int(np.setdiff1d(new.numpy(), old.numpy()).size)
-            keys.add(weight_key(prefix, tp.name))
+            keys.add(next(lt for lt in module.logical_tables() if lt.name == tp.name).key(prefix))
     state = model.state_dict()
     tables = [t for t in tables_of(model, state) if t.key in keys]
+    if missing := keys - {t.key for t in tables}:  # never change ids whose rows cannot move
+        raise RuntimeError(f"no rows found for {sorted(missing)} in the model's state dict")
     optim_state = optim_state_of(model)
     kinds = optimizer_kinds(tables, optim_state) if dist.is_initialized() else {}
     blocks = _to_blocks(tables, state, optim_state, kinds)
