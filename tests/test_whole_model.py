@@ -221,7 +221,7 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
                                  compare_with_stock=False, colocate=colocate)
     plan = planner.collective_plan(hot_model)
     hot_plan = planner.hot_plan
-    hot_model = apply_hot_plan(hot_model, hot_plan)
+    hot_model = apply_hot_plan(hot_model, hot_plan, config_order=kind == "mixed")
     hot = DistributedModelParallel(hot_model, plan=plan, device=torch.device("cpu"))
     load_logical_state_dict(hot, init)
 
@@ -254,7 +254,8 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
         load_checkpoint(fresh_stock, latest_checkpoint(Path(checkpoint_dir) / "hot"))
         save_checkpoint(fresh_stock, Path(checkpoint_dir) / "stock", STEPS)
         fresh_hot = DistributedModelParallel(
-            apply_hot_plan(_model(kind, tables, weighted, optimizer), hot_plan), plan=plan,
+            apply_hot_plan(_model(kind, tables, weighted, optimizer), hot_plan,
+                           config_order=True), plan=plan,
             device=torch.device("cpu"))
         load_checkpoint(fresh_hot, latest_checkpoint(Path(checkpoint_dir) / "stock"))
         out["dcp"] = [(logical_state_dict(m), logical_optimizer_state(m))

@@ -30,7 +30,7 @@ from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
 from torchrec_hot.planner.hot_plan import TablePlan
 from torchrec_hot.planner.plan_io import parameter_shardings
 from torchrec_hot.planner.stock import hbm_fraction
-from torchrec_hot.planner.table_plans import plan_rank_bytes
+from torchrec_hot.planner.table_plans import plan_rank_bytes, table_plan_from_counts
 from torchrec_hot.planner.torchrec_glue import is_pooled, meta_model, run_torchrec_planner
 from torchrec_hot.tables.allocation import TableDemand
 from torchrec_hot.tables.split import (
@@ -89,16 +89,9 @@ def constrained_table_plan(
         lfu = cp is not None and cp.algorithm is not None and cp.algorithm.name == "LFU"
         algorithm = "lfu" if lfu else "lru"
         strategy = f"{algorithm}_cache"
-    hot_ids = np.arange(n if tier == "hbm" else 0, dtype=np.int64)
-    return TablePlan(
-        name=config.name,
-        num_embeddings=n,
-        embedding_dim=config.embedding_dim,
-        feature_names=tuple(config.feature_names),
-        hot_ids=hot_ids,
-        lookups=int(counts.sum()),
-        hot_lookups=int(counts[hot_ids].sum()),
-        row_bytes=bytes_per_row,
+    whole = table_plan_from_counts(config, counts, n if tier == "hbm" else 0, bytes_per_row)
+    return dataclasses.replace(
+        whole,
         strategy=strategy,
         cache_rows=cache_rows,
         cache_algorithm=algorithm,

@@ -48,14 +48,19 @@ def check_plan_matches(module: nn.Module, plan: HotPlan, module_path: str) -> No
 
 
 def apply_hot_plan(
-    model: nn.Module, plan: HotPlan, *, validate_ids: bool = True, presum: bool = True
+    model: nn.Module,
+    plan: HotPlan,
+    *,
+    validate_ids: bool = True,
+    presum: bool = True,
+    config_order: bool = False,
 ) -> nn.Module:
     """Replaces every module the plan covers (at each of `plan.module_paths`; "" is the model
     itself): an EmbeddingBagCollection by a `HotColdEmbeddingBagCollection`, an
     EmbeddingCollection by a `HotColdEmbeddingCollection`, with the plan's hot ids and the
     module's weights (meta stays meta). Every module is checked against the plan before any is
     replaced. Returns the model (the new module when the path is "").
-    `validate_ids`, `presum`: as for `HotColdEmbeddingBagCollection`."""
+    `validate_ids`, `presum`, `config_order`: as for `HotColdEmbeddingBagCollection`."""
     found = {}
     for path in plan.module_paths:
         module = model.get_submodule(path) if path else model
@@ -70,7 +75,8 @@ def apply_hot_plan(
         hot_ids = {t.name: t.hot_ids for t in plan.tables_in(path)}
         if isinstance(module, EmbeddingBagCollection):
             hot_cold: nn.Module = HotColdEmbeddingBagCollection.from_ebc(
-                module, hot_ids, validate_ids=validate_ids, presum=presum
+                module, hot_ids, validate_ids=validate_ids, presum=presum,
+                config_order=config_order,
             )
         else:
             hot_cold = HotColdEmbeddingCollection.from_ec(

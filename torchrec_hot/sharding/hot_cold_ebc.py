@@ -64,6 +64,9 @@ class HotColdEmbeddingBagCollection(HotColdTables):
         presum: once sharded, add each split feature's hot and cold pooled outputs on their
             rank before TorchRec's output all-to-all where both halves are table-wise on one
             rank (`presum.py`; VBE batches are merged after it). False: always merge after.
+        config_order: once sharded, return the outputs in config order (what the unsharded
+            module returns; for models that read `values()` by position) instead of TorchRec's
+            sharding-group order (what a stock sharded EBC returns); costs a copy per step.
 
     A feature name may belong to several tables (TorchRec's `f@table` outputs) only when none of
     them is split and all or none are MEAN; NotImplementedError otherwise.
@@ -81,6 +84,7 @@ class HotColdEmbeddingBagCollection(HotColdTables):
         *,
         validate_ids: bool = True,
         presum: bool = True,
+        config_order: bool = False,
     ) -> None:
         super().__init__()
         split_hot = self._init_tables(tables, hot_ids, validate_ids)
@@ -121,7 +125,7 @@ class HotColdEmbeddingBagCollection(HotColdTables):
             for f, name in zip(c.feature_names, names, strict=True)
         ]
 
-        self.merge = PooledMerge(outputs, dims)
+        self.merge = PooledMerge(outputs, dims, config_order)
 
     def _check_shared_features(self, mean_features: set[str]) -> None:
         owners: dict[str, list[EmbeddingBagConfig]] = {}
@@ -177,8 +181,10 @@ class HotColdEmbeddingBagCollection(HotColdTables):
         of that output's gradient are never built, and `cold` is added into `hot`'s fresh
         output in place (same float sum, one (B, D) temporary less per split feature).
         Sharded, the inner module's KeyedTensor (in TorchRec's sharding-group key order) is
-        merged by name into logical order; when every split feature was summed on its rank
-        (`presum`) only the column order is left to restore. Sharded and
+        merged by name; when every split feature was summed on its rank (`presum`) nothing is
+        left to merge and the output comes in TorchRec's sharding-group key order, as a stock
+        sharded EBC's does (`config_order=True`: copied into config order, one copy of the
+        output and of its gradient per step). Sharded and
         validating, the ranks agree on every batch's ids first (`agree.py`): a bad id on one
         rank raises on every rank instead of leaving the others in the input all-to-all."""
         inner = self.split_module
@@ -213,6 +219,7 @@ class HotColdEmbeddingBagCollection(HotColdTables):
         *,
         validate_ids: bool = True,
         presum: bool = True,
+        config_order: bool = False,
     ) -> HotColdEmbeddingBagCollection:
         """A hot/cold module with `ebc`'s tables, device, weighting and weights (copied)."""
         module = cls(
@@ -222,6 +229,7 @@ class HotColdEmbeddingBagCollection(HotColdTables):
             is_weighted=ebc.is_weighted(),
             validate_ids=validate_ids,
             presum=presum,
+            config_order=config_order,
         )
         if ebc.device.type != "meta":
             with torch.no_grad():

@@ -107,8 +107,11 @@ class PooledMerge(nn.Module):
     was pooled (`presum.py`) comes under its logical name and is taken as it is. No parameters
     or state."""
 
-    def __init__(self, outputs: list[tuple[str, list[str]]], dims: list[int]) -> None:
+    def __init__(
+        self, outputs: list[tuple[str, list[str]]], dims: list[int], config_order: bool = False
+    ) -> None:
         super().__init__()
+        self._config_order = config_order
         self._outputs = outputs
         self._dims = dims
         self._names = [name for name, _ in outputs]
@@ -121,10 +124,10 @@ class PooledMerge(nn.Module):
 
     def forward(self, kt: KeyedTensor) -> KeyedTensor:
         """Merges the inner KeyedTensor `kt` (keys in any order, e.g. sharding-group order) by
-        name into the logical outputs in logical order (what an unsharded stock EBC returns and
-        models that read `values()` by position expect). When `kt` already holds exactly the
-        logical outputs in logical order it is returned as it is; in another order, the columns
-        are copied into logical order (no arithmetic: bit-exact)."""
+        name into the logical outputs, in logical order. When `kt` already holds exactly the
+        logical outputs it is returned as it is, in its own key order (as a stock sharded EBC's
+        output is), unless `config_order`: then columns in another order are copied into
+        logical order (no arithmetic: bit-exact; one copy of the output and of its gradient)."""
         column_sum = self._column_sum(kt.keys(), kt.length_per_key())
         if column_sum is None:
             return kt
@@ -146,13 +149,15 @@ class PooledMerge(nn.Module):
 
     def _column_sum(self, keys: list[str], dims: list[int]) -> ColumnSum | None:
         """The `ColumnSum` from inner outputs `keys` (widths `dims`) to the logical outputs, or
-        None when `keys` already are the logical outputs in order (cached per key order)."""
+        None when `keys` already are the logical outputs (in logical order when `config_order`;
+        cached per key order)."""
         cache_key = tuple(keys)
         if cache_key in self._sums:
             return self._sums[cache_key]
         where = {k: i for i, k in enumerate(keys)}
         column_sum = None
-        if list(keys) != self._names:
+        order_differs = self._config_order and list(keys) != self._names
+        if order_differs or len(keys) != len(self._names) or set(keys) != set(self._names):
             parts = []
             for name, ps in self._outputs:
                 if all(p in where for p in ps):
