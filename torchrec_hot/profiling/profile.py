@@ -207,8 +207,10 @@ class PopularityProfile:
     def update(self, batch: KeyedJaggedTensor | object, window: str | None = None) -> None:
         """Adds one batch's lookups to `window` (default the current one). `batch`: a KJT, the
         KJTs of one batch (e.g. a model's unweighted and weighted features), a TorchRec
-        `Batch` or `ModelInput` (`data.chunk.batch_kjts`). Validates every feature before
-        counting any of them: a bad batch raises `ValueError` and changes nothing."""
+        `Batch` or `ModelInput` (`data.chunk.batch_kjts`). Each call counts its samples once:
+        give one batch's KJTs in one call (two calls count the batch's samples twice). Validates
+        every feature before counting any of them: a bad batch raises `ValueError` and changes
+        nothing."""
         self.update_chunk(chunk_of_batch(batch), window)
 
     def update_all(
