@@ -127,3 +127,16 @@ def test_plan_a_whole_model_from_a_table_map(tmp_path: Path, capsys):
     assert any(key.startswith("m.seq.split_ec") for key in hot_plan.sharding_plan.plan)
     assert main([*common, "--module", "m.a=t_cat_2,nope"]) == 2
     assert "table 'nope' is not in the profile" in capsys.readouterr().err
+
+
+def test_raw_criteo_ids_point_at_hash_ids(tmp_path: Path, capsys):
+    ids = np.array([[5, 4_293_989_289], [1, 7]], dtype=np.int64)  # a raw 32-bit hash in cat_1
+    np.save(tmp_path / "day_0_sparse.npy", ids)
+    common = ["profile", str(tmp_path / "day_0_sparse.npy"), "--rows", "10,20",
+              "--out", str(tmp_path / "p.npz")]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert "feature 'cat_1'" in err and "4293989289" in err and "--hash-ids" in err
+    assert "Traceback" not in err
+    assert main([*common, "--hash-ids"]) == 0
+    assert load_profile(tmp_path / "p.npz").counts("t_cat_1")[4_293_989_289 % 20] == 1

@@ -161,3 +161,12 @@ def test_out_of_range_file_ids_name_feature_table_and_value(tmp_path: Path):
             profile.update_chunk(chunk)
     assert "'cat_1'" in str(err.value) and "'t_cat_1'" in str(err.value)
     assert "id 99" in str(err.value) and profile.num_samples == 0
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".parquet", ".csv"])
+def test_empty_files_are_refused_with_a_clear_error(tmp_path, suffix):
+    """What an interrupted np.save or a full disk leaves: 0 bytes, named as such."""
+    empty = tmp_path / f"day{suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        open_source([empty])

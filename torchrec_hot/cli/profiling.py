@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from torchrec_hot.data.chunk import FeatureIds, IdChunk
+from torchrec_hot.data.chunk import FeatureIds, IdChunk, IdOutOfRangeError
 from torchrec_hot.data.readers import DEFAULT_CHUNK_SAMPLES, FORMATS, Source, open_source
 from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables
 from torchrec_hot.data.workloads import window_batches
@@ -39,12 +39,13 @@ def parse_bytes(text: str) -> int:
 
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help="input files (.npy, .npz, .parquet, .csv)")
+    p.add_argument("--embedding-dim", type=int, default=128,
+                   help="dim recorded per table (any input; a --table-map's own dims win)")
     src = p.add_argument_group("synthetic input (instead of files)")
     src.add_argument("--synthetic", choices=sorted(WORKLOADS), help="Zipf ids, Criteo tables")
     src.add_argument("--scale", type=float, default=1.0, help="multiply every table's rows")
     src.add_argument("--alpha", type=float, default=1.1, help="Zipf exponent")
     src.add_argument("--batches", type=int, help="batches to draw")
-    src.add_argument("--embedding-dim", type=int, default=128, help="dim recorded per table")
     src.add_argument("--drift-tables", default="", help="tables whose hot ids move per window")
     src.add_argument("--synthetic-window", type=int, default=None, help="which window to draw")
     files = p.add_argument_group("file input")
@@ -53,7 +54,9 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     files.add_argument("--table-map", default=None, help="JSON: tables, rows and their columns")
     files.add_argument("--workload", choices=sorted(WORKLOADS), help="rows per column: Criteo")
     files.add_argument("--rows", default=None, help="comma-separated rows per column")
-    files.add_argument("--hash-ids", action="store_true", help="count id %% rows (as TorchRec)")
+    files.add_argument("--hash-ids", action="store_true",
+                       help="count id %% rows, for raw (hashed) Criteo ids, as TorchRec's "
+                       "datapipe hashes= does")
     files.add_argument("--chunk-samples", type=int, default=DEFAULT_CHUNK_SAMPLES)
     how = p.add_argument_group("how to count")
     how.add_argument("--sample-rate", type=float, default=1.0, help="share of samples counted")
@@ -190,7 +193,15 @@ def run_profile(args: argparse.Namespace) -> int:
                 bar.update(int(kjt.values().numel()))
         else:
             for window, chunk in _file_chunks(args, profile, rank, world):
-                profile.update_chunk(chunk, window, args.batch_size)
+                try:
+                    profile.update_chunk(chunk, window, args.batch_size)
+                except IdOutOfRangeError as e:
+                    if e.value < e.num_rows:
+                        raise
+                    raise ValueError(
+                        f"{e}. Raw Criteo ids are 32-bit hashes, not row numbers: --hash-ids "
+                        "counts id % rows, as TorchRec's Criteo datapipe (hashes=) does"
+                    ) from e
                 bar.update(chunk.num_ids)
     if args.distributed:
         all_reduce_profile(profile)

@@ -121,6 +121,17 @@ def chunk_of_batch(batch: object) -> IdChunk:
     return IdChunk(sizes.pop(), features)
 
 
+class IdOutOfRangeError(ValueError):
+    """An id outside its table's rows; names the feature, the table, its rows and the id."""
+
+    def __init__(self, feature: str, table: str, num_rows: int, value: int) -> None:
+        super().__init__(
+            f"feature {feature!r} (table {table!r}, {num_rows} rows) has id {value}, "
+            f"outside [0, {num_rows})"
+        )
+        self.feature, self.table, self.num_rows, self.value = feature, table, num_rows, value
+
+
 def validate_chunk(
     chunk: IdChunk, feature_to_table: Mapping[str, str], tables: Mapping[str, TableSpec]
 ) -> None:
@@ -139,10 +150,7 @@ def validate_chunk(
         low, high = (int(v) for v in torch.aminmax(f.values))
         if low < 0 or high >= table.num_embeddings:
             bad = low if low < 0 else high
-            raise ValueError(
-                f"feature {key!r} (table {table.name!r}, {table.num_embeddings} rows) has "
-                f"id {bad}, outside [0, {table.num_embeddings})"
-            )
+            raise IdOutOfRangeError(key, table.name, table.num_embeddings, bad)
 
 
 def sample_chunk(chunk: IdChunk, rate: float, rng: np.random.Generator) -> IdChunk:

@@ -2,7 +2,8 @@
 
 Formats (`open_source(paths, fmt)`; "auto" picks by extension):
   npy      a 2-D integer array (samples x columns), e.g. TorchRec's preprocessed Criteo
-           `day_*_sparse.npy` (int32, 26 columns): column j is feature `cat_j` unless `columns`
+           `day_*_sparse.npy` (26 columns, int64 as its `tsv_to_npys` writes them, or int32):
+           column j is feature `cat_j` unless `columns`
            names them. Read by positioned reads of the data region into reused buffers and a
            cache-blocked transpose, so memory stays at a few chunks whatever the file size. A
            1-D array is one feature named after the file.
@@ -62,16 +63,21 @@ def open_source(
     for p in paths:
         if not p.is_file():
             raise ValueError(f"input file {p} does not exist")
+        if p.stat().st_size == 0:
+            raise ValueError(f"input file {p} is empty (0 bytes: an interrupted write?)")
     kinds = {_format_of(p) if fmt == "auto" else fmt for p in paths}
     if len(kinds) != 1:
         raise ValueError(f"input files mix formats {sorted(kinds)}: profile them separately")
     kind = kinds.pop()
-    if kind == "npy":
-        return _npy_source(paths, columns)
-    if kind == "npz":
-        return _npz_source(paths, columns)
-    if kind in ("parquet", "csv"):
-        return _arrow_source(paths, kind, columns)
+    try:
+        if kind == "npy":
+            return _npy_source(paths, columns)
+        if kind == "npz":
+            return _npz_source(paths, columns)
+        if kind in ("parquet", "csv"):
+            return _arrow_source(paths, kind, columns)
+    except EOFError as e:  # numpy's word for a header cut short
+        raise ValueError(f"an input file is truncated (corrupt?): {e}") from e
     raise ValueError(f"unknown input format {kind!r}; choose from {FORMATS}")
 
 
