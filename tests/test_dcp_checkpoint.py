@@ -105,7 +105,11 @@ def _equal_optim(a: dict, b: dict) -> bool:
 def test_checkpoint_moves_between_plans_world_sizes_and_stock(tmp_path: Path):
     seed = int(np.random.default_rng().integers(2**31))
     directory = tmp_path / "ckpt"
+    (directory / ".step_00000007.tmp").mkdir(parents=True)  # left by a save that crashed
+    (directory / ".step_00000007.tmp" / "0_0.distcp").write_bytes(b"half")
+    (directory / "LATEST.tmp").write_text("step_000")
     saved = run_on_ranks(_save_under_a, 2, seed, str(directory))[0]
+    assert sorted(p.name for p in directory.iterdir()) == ["LATEST", "step_00000020"]
     assert any(saved["optim"][k] for k in saved["optim"])  # row-wise Adagrad state exists
     assert (directory / "LATEST").read_text() == "step_00000020"
 

@@ -77,28 +77,54 @@ def _checkpoint_state(model: nn.Module, for_load: bool) -> tuple[dict, list, dic
 
 def save_checkpoint(model: nn.Module, directory: str | Path, step: int, keep: int = 2) -> Path:
     """Saves `model` (a DMP model, hot/cold or stock) and its fused optimizer state as
-    `<directory>/step_<step>`; keeps the newest `keep` checkpoints. Collective."""
+    `<directory>/step_<step>` and then points `<directory>/LATEST` at it (written, fsynced and
+    renamed into place: a crash at any point leaves LATEST naming a complete step). Deletes
+    all but the newest `keep` complete checkpoints (`keep=0` keeps them all) and whatever an
+    earlier crashed save left (`.step_*.tmp`, `LATEST.tmp`). Collective; a rank that fails or dies
+    during the save reaches the others as `CheckpointError`."""
     root = Path(directory)
     final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
-    if dist.get_rank() == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    dist.barrier()
-    flat, _, _ = _checkpoint_state(model, for_load=False)
-    flat["meta/step"] = torch.tensor(step, dtype=torch.int64)
-    dcp.save(flat, checkpoint_id=str(tmp))
-    dist.barrier()
-    if dist.get_rank() == 0:
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(tmp, final)
-        latest = root / "LATEST.tmp"
-        latest.write_text(final.name)
-        os.replace(latest, root / "LATEST")
-        done = sorted(p for p in root.glob("step_*") if p.is_dir())
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+    try:
+        if dist.get_rank() == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".step_*.tmp"):  # saves that died before publishing
+                shutil.rmtree(stale, ignore_errors=True)
+            (root / "LATEST.tmp").unlink(missing_ok=True)
+        dist.barrier()
+        flat, _, _ = _checkpoint_state(model, for_load=False)
+        flat["meta/step"] = torch.tensor(step, dtype=torch.int64)
+        dcp.save(flat, checkpoint_id=str(tmp))
+        dist.barrier()
+        if dist.get_rank() == 0:
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+            _publish(root, final.name)
+            done = sorted(p for p in root.glob("step_*") if p.is_dir())
+            for old in done[:-keep] if keep > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+    except (RuntimeError, CheckpointException) as e:  # a peer failed or died mid-save
+        raise CheckpointError(
+            f"saving {final} failed on this or another rank ({e}); {root / 'LATEST'} still "
+            "names the last complete checkpoint"
+        ) from e
     return final
+
+
+def _publish(root: Path, name: str) -> None:
+    """Points `root/LATEST` at `name`: written to LATEST.tmp, fsynced, renamed into place, and
+    the directory fsynced, so a crash or power loss leaves the old or the new pointer."""
+    latest = root / "LATEST.tmp"
+    with open(latest, "w") as f:
+        f.write(name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(latest, root / "LATEST")
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
