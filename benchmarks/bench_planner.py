@@ -174,7 +174,7 @@ def device_hbm_row(
         make_topology(WORLD, "cuda"), math.ceil(budget / (1.0 - RESERVATION))
     )
     stock = compare_with_stock(
-        tables, {t.name: profile.counts(t.name) for t in tables},
+        {"": tables}, {t.name: profile.counts(t.name) for t in tables},
         {t.name: row_bytes(t, RowWiseAdagrad) for t in tables}, topology, BATCH, RESERVATION,
         RowWiseAdagrad,
     )  # fmt: skip

@@ -191,3 +191,17 @@ def test_remap_with_validation_names_the_first_bad_feature(path, bad):
                            **CPU_PATHS[path])  # fmt: skip
     with pytest.raises(ValueError, match=rf"feature 'b' \(table 'T'\): id {bad} outside"):
         remapper(kjt, validate=True)
+
+
+@SETTINGS
+@given(layouts(), st.sampled_from(["cpu batched", "vectorised"]))
+def test_is_hot_matches_membership_in_the_hot_ids(layout, path):
+    gen = torch.Generator().manual_seed(layout["seed"])
+    hot = random_hot_ids(layout, gen)
+    remapper = make_remapper(layout, hot, path=path)
+    for name, n, _, _ in layout["tables"]:
+        if name not in remapper.split_tables():
+            continue
+        ids = torch.randint(0, n, (50,), generator=gen)
+        want = torch.isin(ids, hot[name])
+        assert torch.equal(remapper.is_hot(name, ids), want)

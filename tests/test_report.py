@@ -52,7 +52,7 @@ def test_stock_without_a_plan_is_reported_with_torchrecs_reason(profiled):
     plan = HotPlanner(make_topology(2, "cuda"), MIB, batch_size=1024).plan(tables, profile)
     # 1 MiB of HBM per GPU: TorchRec's I/O buffers at batch 65536 alone exceed it
     stock = compare_with_stock(
-        tables, {t.name: profile.counts(t.name) for t in tables},
+        {"": tables}, {t.name: profile.counts(t.name) for t in tables},
         {t.name: row_bytes(t, None) for t in tables}, make_topology(2, "cuda", hbm_cap=MIB),
         65536, 0.15, None,
     )

@@ -48,6 +48,7 @@ from torchrec_hot.planner.torchrec_glue import (
 )
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
+from torchrec_hot.tables.modules import check_unique_tables
 
 Tables = EmbeddingBagCollection | EmbeddingCollection | Sequence[BaseEmbeddingConfig]
 # Sharding types TorchRec's EmbeddingBagCollectionSharder offers on CPU (row-wise needs CUDA)
@@ -71,13 +72,7 @@ def _modules(
         elif isinstance(module, EmbeddingCollection):
             module = module.embedding_configs()
         modules[path] = list(module)
-    names = [c.name for configs in modules.values() for c in configs]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(
-            f"tables {twice} occur in several modules: table names must be unique across the "
-            "model (TorchRec's ParameterConstraints are keyed by table name)"
-        )
+    check_unique_tables(modules)
     return modules, weighted
 
 
@@ -172,12 +167,15 @@ class HotPlanner:
         bytes_per_row = {c.name: row_bytes(c, self.optimizer_class) for c in all_configs}
         pinned = [
             constrained_table_plan(
-                c, self.constraints[c.name], counts[c.name], bytes_per_row[c.name],
+                c,
+                self.constraints[c.name],
+                counts[c.name],
+                bytes_per_row[c.name],
                 module_of[c.name],
             )
             for c in all_configs
             if pins_kernel(self.constraints.get(c.name))
-        ]  # fmt: skip
+        ]
         pinned_hbm = sum((tp.hot_rows + tp.cache_rows) * tp.row_bytes for tp in pinned)
         pinned_names = {tp.name for tp in pinned}
         configs = [c for c in all_configs if c.name not in pinned_names]
@@ -251,15 +249,14 @@ class HotPlanner:
             )
         stock = (
             compare_with_stock(
-                all_configs,
+                modules,
                 counts,
                 bytes_per_row,
                 self._stock_topology(io, budget),
                 self.batch_size,
                 self.reservation_percentage,
                 self.optimizer_class,
-                module_of=module_of,
-                weighted=weighted,
+                weighted,
             )
             if self.compare_with_stock
             else None

@@ -16,6 +16,7 @@ only names sharding types applies them to both halves of the table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -119,7 +120,9 @@ class SplitPlacement:
     column_shard_dim: int | None
     colocate: bool
 
+    @functools.cached_property
     def _configs(self) -> dict[str, EmbeddingBagConfig]:
+        """Logical table name -> config, over every module."""
         return {c.name: c for configs in self.modules.values() for c in configs}
 
     def place(
@@ -127,7 +130,7 @@ class SplitPlacement:
     ) -> ShardingPlan:
         """TorchRec's plan of every module's split tables (`row_wise`: parts to spread)."""
         cuda = topology.compute_device != "cpu"
-        configs = self._configs()
+        configs = self._configs
         split: dict[str, list[EmbeddingBagConfig]] = {}
         constraints: dict[str, ParameterConstraints] = {}
         for tp in table_plans:

@@ -32,18 +32,14 @@ from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.planner.hot_planner import HotPlanner
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
 from torchrec_hot.profiling.profile import PopularityProfile
-from torchrec_hot.tables.modules import embedding_modules
+from torchrec_hot.tables.modules import embedding_modules, fused_optimizer
 
 
 def fused_optimizer_class(modules: Mapping[str, nn.Module]) -> type[torch.optim.Optimizer] | None:
     """The optimizer `apply_optimizer_in_backward` attached to the modules' weights (None when
     none is); ValueError when they use different ones (their state costs differ)."""
-    classes = {
-        cls
-        for module in modules.values()
-        for weight in module.parameters()
-        for cls in getattr(weight, "_optimizer_classes", None) or []
-    }
+    found = [fused_optimizer(module) for module in modules.values()]
+    classes = {f[0] for f in found if f is not None}
     if len(classes) > 1:
         names = sorted(c.__name__ for c in classes)
         raise ValueError(

@@ -39,25 +39,20 @@ def hbm_fraction(ps: ParameterSharding, compute_device: str) -> float:
 
 
 def compare_with_stock(
-    configs: Sequence[EmbeddingBagConfig],
+    modules: Mapping[str, Sequence[EmbeddingBagConfig]],
     counts: Mapping[str, np.ndarray],
     bytes_per_row: Mapping[str, int],
     topology: Topology,
     batch_size: int,
     reservation_percentage: float,
     optimizer_class: type[torch.optim.Optimizer] | None,
-    *,
-    module_of: Mapping[str, str] | None = None,
     weighted: Collection[str] = (),
 ) -> StockComparison:
-    """Plans the unsplit tables with stock TorchRec (default sharders and constraints), each
-    table in its module (`module_of`: table -> module path; default: one module at the root;
-    `weighted`: the paths of weighted modules)."""
+    """Plans the unsplit tables of `modules` (module path -> its tables; `weighted`: paths of
+    weighted modules) with stock TorchRec (default sharders and constraints)."""
     world = topology.world_size
     cap = min(d.storage.hbm for d in topology.devices)
-    modules: dict[str, list[EmbeddingBagConfig]] = {}
-    for c in configs:
-        modules.setdefault((module_of or {}).get(c.name, ""), []).append(c)
+    configs = [c for module in modules.values() for c in module]
     model = meta_model(modules, optimizer_class, weighted)
     try:
         plan = run_torchrec_planner(model, topology, batch_size, reservation_percentage, None)

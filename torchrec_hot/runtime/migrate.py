@@ -55,6 +55,7 @@ def replan(model: nn.Module, new_plan: HotPlan) -> MigrationReport:
     any row moves."""
     start = time.perf_counter()
     modules = hot_cold_modules(model)
+    logical = {p: {t.name: t for t in m.logical_tables()} for p, m in modules.items()}
     changed: dict[str, tuple[HotColdEmbeddingBagCollection, torch.Tensor]] = {}
     moved: dict[str, int] = {}
     keys: set[str] = set()
@@ -77,7 +78,7 @@ def replan(model: nn.Module, new_plan: HotPlan) -> MigrationReport:
         if not torch.equal(old, new):
             changed[tp.name] = (module, new)
             moved[tp.name] = int(np.setdiff1d(new.numpy(), old.numpy()).size)
-            keys.add(next(lt for lt in module.logical_tables() if lt.name == tp.name).key(prefix))
+            keys.add(logical[prefix][tp.name].key(prefix))
     state = model.state_dict()
     tables = [t for t in tables_of(model, state) if t.key in keys]
     if missing := keys - {t.key for t in tables}:  # never change ids whose rows cannot move

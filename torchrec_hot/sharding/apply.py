@@ -23,7 +23,7 @@ from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
 from torchrec_hot.sharding.hot_cold_ec import HotColdEmbeddingCollection
 from torchrec_hot.sharding.hot_cold_tables import HotColdTables
-from torchrec_hot.tables.modules import table_configs
+from torchrec_hot.tables.modules import fused_optimizer, table_configs
 from torchrec_hot.tables.spec import TableSpec, table_differences
 from torchrec_hot.tables.split import split_module_path
 
@@ -102,12 +102,7 @@ def hot_cold_modules(model: nn.Module) -> dict[str, HotColdTables]:
 
 def _carry_fused_optimizer(module: nn.Module, hot_cold: nn.Module) -> None:
     """Attaches the in-backward optimizer of `module`'s weights (if any) to the split tables."""
-    weights = list(module.parameters())
-    classes = getattr(weights[0], "_optimizer_classes", None) if weights else None
-    if not classes:
-        return
-    if any(getattr(w, "_optimizer_classes", None) != classes for w in weights):
-        raise ValueError(f"tables of one {type(module).__name__} use different fused optimizers")
-    kwargs = weights[0]._optimizer_kwargs[0]  # type: ignore[attr-defined]
-    split = hot_cold.split_module  # type: ignore[attr-defined]
-    apply_optimizer_in_backward(classes[0], split.parameters(), dict(kwargs))
+    found = fused_optimizer(module)
+    if found is not None:
+        split = hot_cold.split_module  # type: ignore[attr-defined]
+        apply_optimizer_in_backward(found[0], split.parameters(), found[1])

@@ -47,7 +47,7 @@ from torchrec.modules.embedding_modules import get_embedding_names_by_table
 from torchrec_hot.sharding.hot_cold_merge import PooledMerge
 from torchrec_hot.sharding.hot_cold_tables import HotColdTables, HotIds
 from torchrec_hot.sharding.presum import Presum, presum_sharded_ebc
-from torchrec_hot.tables.split import SPLIT_MODULE_ATTR, Placement, split_table_configs
+from torchrec_hot.tables.split import SPLIT_MODULE_ATTR, Placement
 
 
 class HotColdEmbeddingBagCollection(HotColdTables):
@@ -97,7 +97,7 @@ class HotColdEmbeddingBagCollection(HotColdTables):
         for t in self._tables:
             parts = [
                 dataclasses.replace(p, pooling=PoolingType.SUM, init_fn=t.init_fn)
-                for p in split_table_configs(t, self._hot_rows[t.name])
+                for p in self._part_configs(t, split_hot)
             ]
             if t.pooling == PoolingType.MEAN:
                 mean_features.update(t.feature_names)

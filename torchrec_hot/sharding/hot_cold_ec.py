@@ -28,7 +28,6 @@ from torchrec_hot.tables.split import (
     HOT_SUFFIX,
     SPLIT_EC_ATTR,
     Placement,
-    split_table_configs,
 )
 
 
@@ -58,7 +57,7 @@ class HotColdEmbeddingCollection(HotColdTables):
         super().__init__()
         split_hot = self._init_tables(tables, hot_ids, validate_ids)
         inner_configs = [
-            p for t in self._tables for p in split_table_configs(t, self._hot_rows[t.name])
+            p for t in self._tables for p in self._part_configs(t, split_hot)
         ]
         self._init_inner(EmbeddingCollection(tables=inner_configs, device=device), split_hot, ())
         self._features = [(f, t.name) for t in self._tables for f in t.feature_names]
@@ -71,25 +70,26 @@ class HotColdEmbeddingCollection(HotColdTables):
         """Per logical feature of `features`, the embeddings of its ids, as the stock module."""
         inner = self.split_module
         out = inner(self._remapped(features, isinstance(inner, ShardedEmbeddingCollection)))
-        logical = features.to_dict()
+        keys = features.keys()
+        index = {key: i for i, key in enumerate(keys)}
+        start, stride = features.offset_per_key(), features.stride()
         result: dict[str, JaggedTensor] = {}
         for f, table in self._features:
-            if f not in logical:
+            if f not in index:
                 continue
             if self._placements[table] is not Placement.SPLIT:
                 result[f] = out[f]
                 continue
-            ids = logical[f].values()
-            hot = self.remapper.hot_ids(table)
-            slot = torch.searchsorted(hot, ids).clamp_(max=hot.numel() - 1)
-            is_hot = hot[slot] == ids
-            # row i of cat(hot rows, cold rows) belongs at position order[i]; gather it back
+            i = index[f]  # f's ids are one slice of the values, its lengths one of the lengths
+            is_hot = self.remapper.is_hot(table, features.values()[start[i] : start[i + 1]])
+            # row k of cat(hot rows, cold rows) belongs at position order[k]; gather it back
             order = torch.cat([torch.nonzero(is_hot).flatten(), torch.nonzero(~is_hot).flatten()])
             where = torch.empty_like(order)
             where[order] = torch.arange(order.numel(), device=order.device)
             rows = torch.cat([out[f + HOT_SUFFIX].values(), out[f + COLD_SUFFIX].values()])
             result[f] = JaggedTensor(
-                values=rows.index_select(0, where), lengths=logical[f].lengths()
+                values=rows.index_select(0, where),
+                lengths=features.lengths()[i * stride : (i + 1) * stride],
             )
         return result
 

@@ -28,7 +28,7 @@ from torchrec_hot.sharding.hot_cold_state import (
 )
 from torchrec_hot.sharding.remap.remapper import KJTRemapper
 from torchrec_hot.tables.rows import EC_TABLES_ATTR, TABLES_ATTR, LogicalTable
-from torchrec_hot.tables.split import Placement, placement_of
+from torchrec_hot.tables.split import Placement, part_names, placement_of, split_table_configs
 
 HotIds = torch.Tensor | np.ndarray
 
@@ -78,14 +78,21 @@ class HotColdTables(nn.Module):
         self._validate_ids = validate_ids
         split_hot: dict[str, torch.Tensor] = {}
         self._placements: dict[str, Placement] = {}
-        self._hot_rows: dict[str, int] = {}  # as given: the size of the hot part (or whole)
         for t in self._tables:
             ids = checked_hot_ids(hot_ids.get(t.name), t)
-            self._hot_rows[t.name] = int(ids.numel())
             self._placements[t.name] = placement_of(ids.numel(), t.num_embeddings)
             if self._placements[t.name] is Placement.SPLIT:
                 split_hot[t.name] = ids
         return split_hot
+
+    def _part_configs(
+        self, table: BaseEmbeddingConfig, split_hot: Mapping[str, torch.Tensor]
+    ) -> list[BaseEmbeddingConfig]:
+        """The inner tables of logical `table` (`split_table_configs`)."""
+        placement = self._placements[table.name]
+        if placement is Placement.SPLIT:
+            return split_table_configs(table, int(split_hot[table.name].numel()))
+        return [table]  # whole, in HBM or in UVM
 
     def _init_inner(
         self, inner: nn.Module, split_hot: dict[str, torch.Tensor], mean_features: Collection[str]
@@ -125,7 +132,7 @@ class HotColdTables(nn.Module):
 
     def split_table_names(self, table: str) -> list[str]:
         """Names of the inner tables holding logical `table`: [T__hot, T__cold] or [T]."""
-        return next(t.parts() for t in self.logical_tables() if t.name == table)
+        return part_names(table, self._placements[table] is Placement.SPLIT)
 
     def placements(self) -> dict[str, Placement]:
         """Logical table name -> SPLIT / HBM (whole, all hot) / UVM (whole, all cold)."""

@@ -10,6 +10,8 @@ tables; table names must be unique across the model, as TorchRec's `ParameterCon
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from torch import nn
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
@@ -46,8 +48,26 @@ def model_tables(model: nn.Module) -> dict[str, list[BaseEmbeddingConfig]]:
     if not tables:
         raise ValueError(f"{type(model).__name__} has no EmbeddingBagCollection or "
                          "EmbeddingCollection")
+    check_unique_tables(tables)
+    return tables
+
+
+def fused_optimizer(module: nn.Module) -> tuple[type, dict] | None:
+    """(optimizer class, kwargs) that `apply_optimizer_in_backward` attached to `module`'s
+    weights, None when none is; ValueError when its weights use different ones."""
+    weights = list(module.parameters())
+    classes = getattr(weights[0], "_optimizer_classes", None) if weights else None
+    if not classes:
+        return None
+    if any(getattr(w, "_optimizer_classes", None) != classes for w in weights):
+        raise ValueError(f"tables of one {type(module).__name__} use different fused optimizers")
+    return classes[0], dict(weights[0]._optimizer_kwargs[0])  # type: ignore[attr-defined]
+
+
+def check_unique_tables(modules: Mapping[str, Sequence[BaseEmbeddingConfig]]) -> None:
+    """ValueError when a table name occurs twice among `modules` (path -> table configs)."""
     seen: dict[str, str] = {}
-    for path, configs in tables.items():
+    for path, configs in modules.items():
         for c in configs:
             if c.name in seen:
                 raise ValueError(
@@ -56,4 +76,3 @@ def model_tables(model: nn.Module) -> dict[str, list[BaseEmbeddingConfig]]:
                     "(TorchRec's ParameterConstraints are keyed by table name)"
                 )
             seen[c.name] = path
-    return tables

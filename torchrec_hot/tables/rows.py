@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, SPLIT_EC_ATTR, SPLIT_MODULE_ATTR
+from torchrec_hot.tables.split import SPLIT_EC_ATTR, SPLIT_MODULE_ATTR, part_names
 
 # Attribute of a stock EmbeddingBagCollection / EmbeddingCollection that holds its tables.
 TABLES_ATTR = "embedding_bags"
@@ -107,7 +107,7 @@ class LogicalTable:
 
     def parts(self) -> list[str]:
         """Inner table names: [T__hot, T__cold] when split, else [T]."""
-        return [self.name + HOT_SUFFIX, self.name + COLD_SUFFIX] if self.is_split else [self.name]
+        return part_names(self.name, self.is_split)
 
     def part_ids(self) -> list[torch.Tensor]:
         """For each part, the logical id (int64, CPU) of each of its rows."""

@@ -41,6 +41,12 @@ def placement_of(hot_rows: int, num_embeddings: int) -> Placement:
     return Placement.SPLIT
 
 
+def part_names(table: str, split: bool) -> list[str]:
+    """Names of the TorchRec tables holding logical `table`: [T__hot, T__cold] when split,
+    else [T]."""
+    return [table + HOT_SUFFIX, table + COLD_SUFFIX] if split else [table]
+
+
 def split_module_path(module_path: str, pooled: bool = True) -> str:
     """The path of the split collection inside a model, as sharding plans key it (`pooled`:
     an EmbeddingBagCollection's, else an EmbeddingCollection's)."""

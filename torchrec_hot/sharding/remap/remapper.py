@@ -140,6 +140,17 @@ class KJTRemapper(torch.nn.Module):
         if self._codes is not None:  # derived from the hot ids: rewritten in place
             self._fill_code(table)
 
+    def is_hot(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        """bool mask over `ids` (valid ids of split table `table`): which are hot. On CPU one
+        gather from the code table the CPU remap reads (built on first use), elsewhere a
+        binary search of the hot ids."""
+        start, end = self._hot_span[table]
+        if ids.device.type == "cpu" and self._use_cpu_rank:
+            return self._code_table(table)[ids] < end - start
+        hot = self.hot_ids(table)
+        slot = torch.searchsorted(hot, ids).clamp_(max=max(hot.numel() - 1, 0))
+        return hot[slot] == ids
+
     def split_tables(self) -> list[str]:
         """Names of the split tables, in the order of the merged hot-id buffer."""
         return list(self._hot_span)
