@@ -243,7 +243,8 @@ def test_out_of_range_id_raises_naming_feature_and_value(bad):
     kjt = KeyedJaggedTensor(
         keys=["f", "g"], values=torch.tensor([1, 4, 0, bad]), lengths=torch.tensor([2, 0, 1, 1])
     )
-    with pytest.raises(ValueError, match=rf"feature 'g' \(table 't'\): id {bad} outside \[0, 12\)"):
+    message = rf"feature 'g' \(table 't', 12 rows\) has id {bad}, outside \[0, 12\)"
+    with pytest.raises(ValueError, match=message):
         hot_cold(kjt)
 
 

@@ -14,7 +14,8 @@ file readers are in `torchrec_hot.data`):
               load_logical_optimizer_state (gathered); save_checkpoint / load_checkpoint /
               latest_checkpoint (sharded DCP), CheckpointError
   runtime     OnlineCounter, rehot_plan, replan, MigrationReport, make_train_pipeline,
-              drain_pipeline, replan_pipelined, uses_cache_prefetch
+              drain_pipeline, replan_pipelined, uses_cache_prefetch, no_restart_on (torchrun),
+              BadBatchError
   report      build_report, format_report
 """
 
@@ -45,6 +46,7 @@ from torchrec_hot.profiling.io import ProfileFormatError, load_profile, save_pro
 from torchrec_hot.profiling.merge import merge_profiles
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.report import build_report, format_report
+from torchrec_hot.runtime.elastic import no_restart_on
 from torchrec_hot.runtime.migrate import MigrationReport, replan
 from torchrec_hot.runtime.online import OnlineCounter
 from torchrec_hot.runtime.pipeline import (
@@ -54,6 +56,7 @@ from torchrec_hot.runtime.pipeline import (
     uses_cache_prefetch,
 )
 from torchrec_hot.runtime.rehot import rehot_plan
+from torchrec_hot.sharding.agree import BadBatchError
 from torchrec_hot.sharding.apply import apply_hot_plan, hot_cold_modules
 from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
 from torchrec_hot.sharding.hot_cold_ec import HotColdEmbeddingCollection
@@ -64,6 +67,7 @@ __all__ = [
     "A100",
     "H100",
     "V100",
+    "BadBatchError",
     "CheckpointError",
     "HardwareSpec",
     "HotColdEmbeddingBagCollection",
@@ -99,6 +103,7 @@ __all__ = [
     "make_topology",
     "make_train_pipeline",
     "merge_profiles",
+    "no_restart_on",
     "rehot_plan",
     "replan",
     "replan_pipelined",

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from torchrec_hot.data.chunk import IdOutOfRangeError
 from torchrec_hot.sharding.remap.batched_cpu import first_bad_key, remap_batched
 from torchrec_hot.sharding.remap.cpu import remap_per_key
 from torchrec_hot.sharding.remap.layout import RemapLayout, build_layout
@@ -219,7 +220,7 @@ class KJTRemapper(torch.nn.Module):
         table = self._table_of_feature[feature]
         n = self._num_embeddings[table]
         bad = int(v[int(torch.nonzero((v < 0) | (v >= n))[0, 0])])
-        raise ValueError(f"feature {feature!r} (table {table!r}): id {bad} outside [0, {n})")
+        raise IdOutOfRangeError(feature, table, n, bad)
 
     def _code_tables(self) -> torch.Tensor:
         """The CPU code tables of all split tables in one buffer, table t's (N_t,) slice at
