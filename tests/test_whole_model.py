@@ -131,11 +131,19 @@ class _DeepFMTrain(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(logits, batch.labels), logits
 
 
+FP_TABLE = EmbeddingBagConfig(name="fp_feature", num_embeddings=97, embedding_dim=8,
+                              feature_names=["fp_feature"])
+
+
 def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
-    """One of TorchRec's models over meta-device tables, the fused optimizer attached."""
-    if kind == "test_sparse_nn":
+    """One of TorchRec's models over meta-device tables, the fused optimizer attached.
+    test_sparse_nn_fp: TestSparseNN whose `fp_ebc` (a FeatureProcessedEmbeddingBagCollection,
+    position-weighted, over FP_TABLE) is left to TorchRec's planner and FP-EBC sharder."""
+    if kind.startswith("test_sparse_nn"):
+        fp = {FP_TABLE.name: 4} if kind == "test_sparse_nn_fp" else None
         model = tm.TestSparseNN(tables=tables, weighted_tables=weighted,
-                                num_float_features=FLOAT_FEATURES, sparse_device=META)
+                                num_float_features=FLOAT_FEATURES, sparse_device=META,
+                                max_feature_lengths=fp)
     elif kind == "mixed":  # an EBC and an EmbeddingCollection over one KJT
         model = tm.TestMixedEmbeddingSparseArch(tables=tables, num_float_features=FLOAT_FEATURES,
                                                 dense_device=torch.device("cpu"))
@@ -146,12 +154,13 @@ def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
             dcn_num_layers=2, dcn_low_rank_dim=4))
     cls, kwargs = OPTIMIZERS[optimizer]
     for module in embedding_modules(model).values():
-        apply_optimizer_in_backward(cls, module.parameters(), dict(kwargs))
+        inner = getattr(module, "_embedding_bag_collection", module)  # not the FP's weights
+        apply_optimizer_in_backward(cls, inner.parameters(), dict(kwargs))
     return model
 
 
 def _model_batch(kind: str, tables, weighted, rng: np.random.Generator):
-    if kind == "test_sparse_nn":
+    if kind.startswith("test_sparse_nn"):
         return _batch(tables, weighted, rng)
     if kind == "mixed":
         return _batch(tables, [], rng)
@@ -195,7 +204,9 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
             checkpoint_dir: str | None = None) -> dict:
     rng = np.random.default_rng(seed)
     tables, weighted = _tables(rng)
-    if kind != "test_sparse_nn":  # one embedding dim, no weighted features
+    if kind == "test_sparse_nn_fp":
+        tables = [*tables, FP_TABLE]
+    elif kind != "test_sparse_nn":  # one embedding dim, no weighted features
         tables, weighted = [dataclasses.replace(t, embedding_dim=8) for t in tables], []
     if kind == "mixed":  # the weighted tables' shapes as the EmbeddingCollection's tables
         tables = [t for t in tables if t.pooling == PoolingType.SUM] + [
@@ -215,7 +226,8 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
     for step in range(8):
         rng = np.random.default_rng([seed, 99, step])
         profile.update(_model_batch(kind, tables, weighted, rng))
-    total = sum(t.num_embeddings * t.embedding_dim * 4 for t in tables + weighted)
+    total = sum(t.num_embeddings * t.embedding_dim * 4 for t in tables + weighted
+                if t is not FP_TABLE)
     planner = HotShardingPlanner(make_topology(world, "cpu"), profile,
                                  hbm_budget_bytes=total // (4 * world), batch_size=BATCH,
                                  compare_with_stock=False, colocate=colocate)
@@ -228,6 +240,7 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
     out = {"losses": [_train(m, kind, tables, weighted, seed, rank) for m in (stock, hot)]}
     out["state"] = [logical_state_dict(m) for m in (stock, hot)]
     out["optim"] = [logical_optimizer_state(m) for m in (stock, hot)]
+    out["fp_plan"] = [str(p.plan.get("sparse.fp_ebc")) for p in (stock_plan, plan)]
     out["split_per_module"] = {
         path: sum(t.placement is Placement.SPLIT for t in hot_plan.tables_in(path))
         for path in hot_plan.module_paths
@@ -264,6 +277,7 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
 
 
 MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
+           "test_sparse_nn_fp": {"sparse.ebc", "sparse.weighted_ebc"},
            "dlrm_dcn": {"model.sparse_arch.embedding_bag_collection"},
            "deepfm": {"model.sparse_arch.embedding_bag_collection"},
            "mixed": {"ebc", "ec"}}
@@ -274,7 +288,8 @@ MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
     ("test_sparse_nn", "rowwise_adagrad", True), ("test_sparse_nn", "sgd", False),
     ("dlrm_dcn", "rowwise_adagrad", True), ("dlrm_dcn", "sgd", False),
     ("deepfm", "rowwise_adagrad", True), ("deepfm", "sgd", False),
-    ("mixed", "rowwise_adagrad", True), ("mixed", "sgd", False)])
+    ("mixed", "rowwise_adagrad", True), ("mixed", "sgd", False),
+    ("test_sparse_nn_fp", "rowwise_adagrad", False)])
 def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate, tmp_path):
     seed = int(np.random.default_rng().integers(2**31))
     print("seed", seed)
@@ -289,6 +304,10 @@ def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate,
         stock_state, hot_state = r["state"]
         assert stock_state.keys() == hot_state.keys()
         assert kind != "test_sparse_nn" or any("weighted_ebc" in k for k in stock_state)
+        if kind == "test_sparse_nn_fp":  # left to TorchRec, planned as stock plans it
+            assert any("fp_ebc" in k for k in stock_state)
+            stock_fp, hot_fp = r["fp_plan"]
+            assert stock_fp != "None" and stock_fp == hot_fp, r["fp_plan"]
         for key in stock_state:
             assert torch.equal(stock_state[key], hot_state[key]), key
         stock_optim, hot_optim = r["optim"]

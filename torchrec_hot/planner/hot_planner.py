@@ -22,9 +22,11 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingCollection
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.types import ModuleSharder
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
@@ -100,6 +102,8 @@ class HotPlanner:
         constraints: the user's TorchRec `ParameterConstraints` by logical table name: a table
             whose constraint names a compute kernel (or cache) stays whole, placed as given;
             one that names sharding types only is split and both halves get those types.
+        sharders: TorchRec sharders of the split EBCs / ECs (e.g. with the user's fused
+            params); None: TorchRec's defaults.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class HotPlanner:
         strategies: StrategyOptions | None = None,
         colocate: bool = True,
         constraints: Mapping[str, ParameterConstraints] | None = None,
+        sharders: Sequence[ModuleSharder[nn.Module]] | None = None,
     ) -> None:
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
@@ -141,6 +146,7 @@ class HotPlanner:
         self.strategies = strategies
         self.colocate = colocate
         self.constraints = dict(constraints or {})
+        self.sharders = list(sharders) if sharders is not None else None
 
     def plan(
         self,
@@ -218,6 +224,7 @@ class HotPlanner:
             optimizer_class=self.optimizer_class,
             column_shard_dim=self.column_shard_dim,
             colocate=self.colocate,
+            sharders=self.sharders,
         )
         order = {c.name: i for i, c in enumerate(all_configs)}
         for io_reserve in reserves:

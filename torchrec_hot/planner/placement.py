@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torchrec import EmbeddingBagConfig
 from torchrec.distributed.planner import ParameterConstraints, Topology
-from torchrec.distributed.types import CacheStatistics, ShardingPlan
+from torchrec.distributed.types import CacheStatistics, ModuleSharder, ShardingPlan
 
 from torchrec_hot.planner.colocate import colocate_split_tables, movable_cold_halves
 from torchrec_hot.planner.constraints import is_uvm_part, part_constraints
@@ -119,6 +120,8 @@ class SplitPlacement:
     optimizer_class: type[torch.optim.Optimizer] | None
     column_shard_dim: int | None
     colocate: bool
+    # TorchRec sharders of the split collections (the user's, shaping fused params); None: defaults
+    sharders: Sequence[ModuleSharder[nn.Module]] | None = None
 
     @functools.cached_property
     def _configs(self) -> dict[str, EmbeddingBagConfig]:
@@ -166,7 +169,8 @@ class SplitPlacement:
         weighted = {split_module_path(p) for p in self.weighted}
         model = meta_model(split, self.optimizer_class, weighted)
         plan = run_torchrec_planner(
-            model, topology, self.batch_size, self.reservation_percentage, constraints
+            model, topology, self.batch_size, self.reservation_percentage, constraints,
+            self.sharders,
         )
         if self.colocate:
             movable = movable_cold_halves(table_plans)

@@ -9,7 +9,12 @@ models.
 `plan(module, sharders)` finds every EmbeddingBagCollection (weighted or not) and
 EmbeddingCollection of the model, as TorchRec's sharders do, plans the rows of all their tables
 under the one per-rank HBM budget and returns the `ShardingPlan` of the split tables (keyed
-`<module path>.split_ebc` / `.split_ec`); the `HotPlan` behind it is `planner.hot_plan`. The
+`<module path>.split_ebc` / `.split_ec`); the `HotPlan` behind it is `planner.hot_plan`. Every
+other module one of `sharders` handles (a FeatureProcessedEmbeddingBagCollection, a
+managed-collision collection, a user's module with its own sharder) is planned first by
+TorchRec's own planner as stock TorchRec would (`stock_modules.py`; `planner.stock_modules`),
+its HBM taken off the budget, and its shardings are in the returned plan too. Pass the same
+`sharders` to DistributedModelParallel. The
 fused optimizer is read from the model (what `apply_optimizer_in_backward` attached) unless
 given. `collective_plan` plans on rank 0 and broadcasts the plan, or the error, so that every
 rank returns the same plan or raises the same error (no rank waits in a collective for a rank
@@ -24,15 +29,22 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingPlanner
 
 from torchrec_hot.planner.hot_plan import HotPlan
 from torchrec_hot.planner.hot_planner import HotPlanner
+from torchrec_hot.planner.placement import PlanDoesNotFitError
+from torchrec_hot.planner.stock_modules import (
+    SPLIT_KINDS,
+    StockModulesPlan,
+    plan_stock_modules,
+    reduced_topology,
+    split_sharders,
+)
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
 from torchrec_hot.profiling.profile import PopularityProfile
-from torchrec_hot.tables.modules import embedding_modules, fused_optimizer
+from torchrec_hot.tables.modules import embedding_modules, fused_optimizer, is_stock_sharded
 
 
 def fused_optimizer_class(modules: Mapping[str, nn.Module]) -> type[torch.optim.Optimizer] | None:
@@ -100,27 +112,58 @@ class HotShardingPlanner(ShardingPlanner):
         self.topology = topology
         HotPlanner(topology, **self._options)  # checks the options now, not at plan time
         self.hot_plan: HotPlan | None = None
+        self.stock_modules: StockModulesPlan | None = None
 
     def plan(
         self, module: nn.Module, sharders: list[ModuleSharder[nn.Module]] | None = None
     ) -> ShardingPlan:
-        """Plans every EmbeddingBagCollection and EmbeddingCollection of `module` (`sharders`
-        are not consulted: the split tables are planned with TorchRec's own sharders of the
-        two collections)."""
-        modules = embedding_modules(module)
-        kinds = (EmbeddingBagCollection, EmbeddingCollection)
-        other = [p or "the model" for p, m in modules.items() if type(m) not in kinds]
-        if other:
+        """Plans `module` (see the module docstring): every stock EmbeddingBagCollection and
+        EmbeddingCollection split hot/cold, every other module that one of `sharders` (None:
+        TorchRec's defaults) handles as stock TorchRec plans it, under the one budget. The
+        user's EBC / EC sharders, when given, also plan the split tables."""
+        split_with, other = split_sharders(sharders)
+        modules = embedding_modules(module, leaves=tuple(s.module_type for s in other))
+        handled = {s.module_type for s in other}
+        hot = {p: m for p, m in modules.items() if type(m) in SPLIT_KINDS}
+        stock = {p: m for p, m in modules.items() if type(m) in handled or is_stock_sharded(m)}
+        unknown = [p or "the model" for p in modules if p not in hot and p not in stock]
+        if unknown:
             raise NotImplementedError(
-                f"{other}: only stock EmbeddingBagCollections and EmbeddingCollections are "
-                "planned hot/cold (not subclasses, nor modules already swapped)"
+                f"{unknown}: neither a stock EmbeddingBagCollection / EmbeddingCollection (which "
+                "torchrec-hot splits) nor a module one of the given sharders handles (left to "
+                "TorchRec's planner); is it a subclass, or already swapped by apply_hot_plan?"
             )
-        if not modules:
+        if not hot:
             raise ValueError(f"{type(module).__name__} has no embedding collection to plan")
-        optimizer = self.optimizer_class or fused_optimizer_class(modules)
-        planner = HotPlanner(self.topology, optimizer_class=optimizer, **self._options)
-        self.hot_plan = planner.plan(modules, self.profile)
-        return self.hot_plan.sharding_plan
+        options = dict(self._options)
+        constraints = dict(options.pop("constraints") or {})
+        others = plan_stock_modules(
+            module, stock, other, self.topology, options["batch_size"],
+            options["reservation_percentage"], constraints,
+        )  # fmt: skip
+        stock_tables = {t for ts in others.tables.values() for t in ts}
+        budget = options.pop("hbm_budget_bytes")
+        if budget is not None and any(others.hbm_by_rank):
+            used = max(others.hbm_by_rank)
+            if used > budget:
+                raise PlanDoesNotFitError(
+                    f"the modules left to TorchRec's planner ({sorted(others.tables)}) take "
+                    f"{used} bytes of HBM on one rank, {used - budget} more than the budget of "
+                    f"{budget} bytes per rank"
+                )
+            budget -= used
+        optimizer = self.optimizer_class or fused_optimizer_class(hot)
+        planner = HotPlanner(
+            reduced_topology(self.topology, others.hbm_by_rank),
+            budget,
+            optimizer_class=optimizer,
+            constraints={n: c for n, c in constraints.items() if n not in stock_tables},
+            sharders=split_with,
+            **options,
+        )
+        self.hot_plan = planner.plan(hot, self.profile)
+        self.stock_modules = others
+        return ShardingPlan({**others.plan.plan, **self.hot_plan.sharding_plan.plan})
 
     def collective_plan(
         self,
@@ -129,15 +172,15 @@ class HotShardingPlanner(ShardingPlanner):
         pg: dist.ProcessGroup | None = None,
     ) -> ShardingPlan:
         """`plan` on rank 0 of `pg` (default: the world), broadcast to every rank, which also
-        gets `hot_plan`; an error on rank 0 is raised on every rank."""
+        gets `hot_plan` and `stock_modules`; an error on rank 0 is raised on every rank."""
         if not dist.is_initialized():
             raise RuntimeError("collective_plan needs torch.distributed; use plan() on one rank")
         rank = dist.get_rank(pg)
         box: list[Any] = [None]
         if rank == 0:
             try:
-                self.plan(module, sharders)
-                box[0] = ("ok", self.hot_plan)
+                plan = self.plan(module, sharders)
+                box[0] = ("ok", (self.hot_plan, self.stock_modules, plan))
             except Exception as e:  # every rank raises it, none waits for the plan
                 box[0] = ("error", e)
         src = dist.get_global_rank(pg, 0) if pg is not None else 0
@@ -145,5 +188,5 @@ class HotShardingPlanner(ShardingPlanner):
         status, value = box[0]
         if status == "error":
             raise value
-        self.hot_plan = value
-        return value.sharding_plan
+        self.hot_plan, self.stock_modules, plan = value
+        return plan

@@ -26,7 +26,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterCons
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import ShardingPlan
+from torchrec.distributed.types import ModuleSharder, ShardingPlan
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -72,7 +72,7 @@ def meta_model(
 
 
 def sharders() -> list:
-    """TorchRec's sharders of the collections torchrec-hot plans."""
+    """TorchRec's default sharders of the collections torchrec-hot plans."""
     return [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
 
 
@@ -110,15 +110,17 @@ def run_torchrec_planner(
     batch_size: int,
     reservation_percentage: float,
     constraints: Mapping[str, ParameterConstraints] | None,
+    module_sharders: Sequence[ModuleSharder[nn.Module]] | None = None,
 ) -> ShardingPlan:
-    """Stock `EmbeddingShardingPlanner.plan` on `model` (raises TorchRec's `PlannerError`)."""
+    """Stock `EmbeddingShardingPlanner.plan` on `model` with `module_sharders` (None: `sharders()`;
+    raises TorchRec's `PlannerError`)."""
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=batch_size,
         storage_reservation=FixedPercentageStorageReservation(reservation_percentage),
         constraints=dict(constraints) if constraints is not None else None,
     )
-    return planner.plan(model, sharders())
+    return planner.plan(model, list(module_sharders) if module_sharders else sharders())
 
 
 def io_reserves(io: dict[str, int], world_size: int) -> list[int]:

@@ -21,7 +21,7 @@ any of it is counted, so a bad chunk raises `ValueError` and changes nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +52,7 @@ from torchrec_hot.profiling.stats import (
     sketch_hot_share,
 )
 from torchrec_hot.profiling.trace import IdTrace
-from torchrec_hot.tables.modules import model_tables
+from torchrec_hot.tables.modules import model_tables, stock_sharded_features
 from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
 
 DEFAULT_WINDOW = "default"
@@ -98,6 +98,8 @@ class PopularityProfile:
         trace_max_ids: most ids the trace keeps (0: no trace).
         trace_run_batches: consecutive batches per trace run.
         threads: counting threads (default: min(2, CPUs)).
+        ignore_features: features of no profiled table that batches may carry (those of
+            modules left to TorchRec's planner): dropped, not counted, not an error.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class PopularityProfile:
         trace_max_ids: int = DEFAULT_TRACE_IDS,
         trace_run_batches: int = 8,
         threads: int | None = None,
+        ignore_features: Collection[str] = (),
     ) -> None:
         specs = as_specs(tables)
         names = [t.name for t in specs]
@@ -126,6 +129,8 @@ class PopularityProfile:
                 if feature in self._feature_to_table:
                     raise ValueError(f"feature {feature!r} is mapped to two tables")
                 self._feature_to_table[feature] = spec.name
+        # features of modules left to TorchRec (for_model): dropped from batches, not counted
+        self._ignored = frozenset(ignore_features) - set(self._feature_to_table)
         self._capacities = plan_sketch_capacities(specs, max_memory_bytes)
         for name, capacity in (sketch_capacities or {}).items():
             self.table(name)
@@ -143,8 +148,11 @@ class PopularityProfile:
     def for_model(cls, model: nn.Module, **kwargs: Any) -> PopularityProfile:
         """A profile of every table of every embedding module of `model` (EBCs, weighted
         or not, and EmbeddingCollections: `tables.modules.model_tables`); `kwargs` as for
-        the constructor. Feed it each batch's KJTs together (`update`)."""
+        the constructor. Feed it each batch's KJTs together (`update`). The features of modules
+        left to TorchRec's planner (e.g. a FeatureProcessedEmbeddingBagCollection) are dropped
+        from batches, not counted."""
         tables = [c for configs in model_tables(model).values() for c in configs]
+        kwargs.setdefault("ignore_features", stock_sharded_features(model))
         return cls(tables, **kwargs)
 
     # ---- windows ------------------------------------------------------------------------
@@ -226,6 +234,9 @@ class PopularityProfile:
         self, chunk: IdChunk, window: str | None = None, batch_size: int | None = None
     ) -> None:
         """Adds a chunk of samples, seen as batches of `batch_size` samples (None: one batch)."""
+        if self._ignored & chunk.features.keys():
+            kept = {k: f for k, f in chunk.features.items() if k not in self._ignored}
+            chunk = IdChunk(chunk.num_samples, kept)
         validate_chunk(chunk, self._feature_to_table, self._tables)
         w = self.window(window)
         self.trace.record(w.name, chunk, self._feature_to_table, batch_size)
