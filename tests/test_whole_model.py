@@ -63,6 +63,8 @@ from torchrec_hot.tables.modules import embedding_modules, table_configs
 from torchrec_hot.tables.split import Placement, split_module_path
 
 META = torch.device("meta")
+# multi-hot TestSparseNN, 20 steps, 2 ranks: the max differences from stock the README states
+WEIGHT_BOUND, LOSS_BOUND, STATE_BOUND = 2e-6, 1e-6, 1e-6
 BATCH, STEPS, FLOAT_FEATURES = 8, 20, 4
 OPTIMIZERS = {"rowwise_adagrad": (RowWiseAdagrad, {"lr": 0.05}),
               "sgd": (torch.optim.SGD, {"lr": 0.05})}
@@ -89,15 +91,17 @@ def _tables(rng: np.random.Generator):
     return tables, weighted
 
 
-def _kjt(tables, rng: np.random.Generator, weighted: bool) -> KeyedJaggedTensor:
+def _kjt(tables, rng: np.random.Generator, weighted: bool, multi_hot: bool = False
+         ) -> KeyedJaggedTensor:  # fmt: skip
     """BATCH bags per feature of Zipf-skewed ids, weights when `weighted`: one id per bag of
-    a pooled table, 0-4 ids per sequence of an EmbeddingCollection's table."""
+    a pooled table (0-4 when `multi_hot`), 0-4 ids per sequence of an EmbeddingCollection's
+    table."""
     keys, values, lengths = [], [], []
     for t in tables:
         for f in t.feature_names:
             keys.append(f)
-            sequence = isinstance(t, EmbeddingConfig)
-            lens = rng.integers(0, 5, BATCH) if sequence else np.ones(BATCH, np.int64)
+            several = multi_hot or isinstance(t, EmbeddingConfig)
+            lens = rng.integers(0, 5, BATCH) if several else np.ones(BATCH, np.int64)
             ranks = np.minimum(rng.zipf(1.3, int(lens.sum())) - 1, t.num_embeddings - 1)
             values.append((ranks * 7 + 3) % t.num_embeddings)
             lengths.append(lens)
@@ -108,12 +112,13 @@ def _kjt(tables, rng: np.random.Generator, weighted: bool) -> KeyedJaggedTensor:
     )
 
 
-def _batch(tables, weighted, rng: np.random.Generator) -> tm.ModelInput:
+def _batch(tables, weighted, rng: np.random.Generator, multi_hot: bool = False
+           ) -> tm.ModelInput:  # fmt: skip
     return tm.ModelInput(
         float_features=torch.from_numpy(rng.standard_normal((BATCH, FLOAT_FEATURES))
                                         .astype(np.float32)),
-        idlist_features=_kjt(tables, rng, False),
-        idscore_features=_kjt(weighted, rng, True) if weighted else None,
+        idlist_features=_kjt(tables, rng, False, multi_hot),
+        idscore_features=_kjt(weighted, rng, True, multi_hot) if weighted else None,
         label=torch.from_numpy(rng.integers(0, 2, BATCH).astype(np.float32)),
     )
 
@@ -161,7 +166,7 @@ def _model(kind: str, tables, weighted, optimizer: str) -> nn.Module:
 
 def _model_batch(kind: str, tables, weighted, rng: np.random.Generator):
     if kind.startswith("test_sparse_nn"):
-        return _batch(tables, weighted, rng)
+        return _batch(tables, weighted, rng, multi_hot=kind == "test_sparse_nn_multi_hot")
     if kind == "mixed":
         return _batch(tables, [], rng)
     dense = rng.standard_normal((BATCH, FLOAT_FEATURES)).astype(np.float32)
@@ -182,6 +187,22 @@ def _train(dmp: nn.Module, kind: str, tables, weighted, seed: int, rank: int) ->
         dense.zero_grad()
         losses.append(loss.detach())
     return losses
+
+
+def _mixed_bags(kind: str, tables, weighted, seed: int, rank: int, hot_plan) -> int:
+    """Bags of this rank's training batches that hold both hot and cold rows of a split table."""
+    hot = {f: tp.hot_ids for tp in hot_plan.tables if tp.placement is Placement.SPLIT
+           for f in tp.feature_names}
+    mixed = 0
+    for step in range(STEPS):
+        batch = _model_batch(kind, tables, weighted, np.random.default_rng([seed, step, rank]))
+        for kjt in (batch.idlist_features, batch.idscore_features):
+            for f, jt in (kjt.to_dict().items() if kjt is not None else []):
+                if f in hot:
+                    for bag in jt.to_dense():
+                        is_hot = np.isin(bag.numpy(), hot[f])
+                        mixed += bool(is_hot.any() and not is_hot.all())
+    return mixed
 
 
 def _config_order_plan(model: nn.Module, world: int) -> ShardingPlan:
@@ -240,6 +261,7 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
     out = {"losses": [_train(m, kind, tables, weighted, seed, rank) for m in (stock, hot)]}
     out["state"] = [logical_state_dict(m) for m in (stock, hot)]
     out["optim"] = [logical_optimizer_state(m) for m in (stock, hot)]
+    out["mixed_bags"] = _mixed_bags(kind, tables, weighted, seed, rank, hot_plan)
     out["fp_plan"] = [str(p.plan.get("sparse.fp_ebc")) for p in (stock_plan, plan)]
     out["split_per_module"] = {
         path: sum(t.placement is Placement.SPLIT for t in hot_plan.tables_in(path))
@@ -278,6 +300,7 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
 
 MODULES = {"test_sparse_nn": {"sparse.ebc", "sparse.weighted_ebc"},
            "test_sparse_nn_fp": {"sparse.ebc", "sparse.weighted_ebc"},
+           "test_sparse_nn_multi_hot": {"sparse.ebc", "sparse.weighted_ebc"},
            "dlrm_dcn": {"model.sparse_arch.embedding_bag_collection"},
            "deepfm": {"model.sparse_arch.embedding_bag_collection"},
            "mixed": {"ebc", "ec"}}
@@ -449,3 +472,34 @@ def test_a_bad_id_on_one_rank_stops_every_rank_with_its_message():
     for m in messages:
         assert m.startswith("step 1: bad input on 1 rank(s): rank 1:"), m
         assert "feature 'f2'" in m and "outside [0," in m, m
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0
+               for k in a)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "sgd"])
+def test_multi_hot_bags_train_within_the_documented_bound(optimizer):
+    """Several ids per bag: a bag mixing hot and cold rows is pooled in another order than
+    stock's, so the forward differs by float rounding (bounded per pooled value in
+    test_hot_cold_ebc.py) and the difference propagates through the full model. The README
+    states what 20 steps of TestSparseNN give; this holds it to that, and to the model having
+    actually mixed bags (else the check is vacuous)."""
+    seed = int(np.random.default_rng().integers(2**31))
+    print("seed", seed)
+    results = run_on_ranks(_worker, 2, seed, "test_sparse_nn_multi_hot", optimizer, True, None)
+    for r in results:
+        (stock_losses, hot_losses) = r["losses"]
+        losses = max(abs(float(a) - float(b)) for a, b in zip(stock_losses, hot_losses,
+                                                              strict=True))
+        weights = _max_difference(*r["state"])
+        states = max((_max_difference(a, r["optim"][1][k]) for k, a in r["optim"][0].items()),
+                     default=0.0)
+        print(f"{optimizer}: max |loss diff| {losses:.2e}, weights {weights:.2e}, "
+              f"optimizer state {states:.2e}")
+        print(f"bags mixing hot and cold rows on rank: {r['mixed_bags']}")
+        assert r["mixed_bags"] > 0  # else the check is vacuous
+        assert weights <= WEIGHT_BOUND and losses <= LOSS_BOUND and states <= STATE_BOUND
