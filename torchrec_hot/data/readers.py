@@ -19,8 +19,11 @@ Every source yields chunks of `chunk_samples` consecutive samples; with `world_s
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,16 +72,28 @@ def open_source(
     if len(kinds) != 1:
         raise ValueError(f"input files mix formats {sorted(kinds)}: profile them separately")
     kind = kinds.pop()
-    try:
-        if kind == "npy":
-            return _npy_source(paths, columns)
-        if kind == "npz":
-            return _npz_source(paths, columns)
-        if kind in ("parquet", "csv"):
-            return _arrow_source(paths, kind, columns)
-    except EOFError as e:  # numpy's word for a header cut short
-        raise ValueError(f"an input file is truncated (corrupt?): {e}") from e
+    if kind == "npy":
+        return _npy_source(paths, columns)
+    if kind == "npz":
+        return _npz_source(paths, columns)
+    if kind in ("parquet", "csv"):
+        return _arrow_source(paths, kind, columns)
     raise ValueError(f"unknown input format {kind!r}; choose from {FORMATS}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turns what numpy, zipfile, zlib and pyarrow raise for a corrupt or truncated `path`
+    (EOFError, BadZipFile, zlib.error, OSError, their unnamed ValueErrors) into one
+    `ValueError` naming the file; errors that already name it pass unchanged."""
+    try:
+        yield
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is not readable (corrupt or truncated?): {e}") from e
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path} is not readable (corrupt or truncated?): {e!r}") from e
 
 
 def _format_of(path: Path) -> str:
@@ -100,10 +115,8 @@ class _NpyFile:
 
 
 def _npy_header(path: Path) -> _NpyFile:
-    try:
+    with _reading(path):
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{path} is not a readable .npy file (corrupt or truncated?): {e}") from e
     shape, dtype = array.shape, array.dtype
     fortran = array.ndim == 2 and not array.flags.c_contiguous
     if fortran or dtype.kind not in "iu" or len(shape) not in (1, 2):
@@ -187,7 +200,7 @@ def _as_index(a: np.ndarray) -> torch.Tensor:
 # ---- .npz: named arrays -----------------------------------------------------------------
 def _npz_source(paths: list[Path], columns: Sequence[str] | None) -> Source:
     def names_of(path: Path) -> list[str]:
-        with np.load(path, allow_pickle=False) as z:
+        with _reading(path), np.load(path, allow_pickle=False) as z:
             return sorted(k for k in z.files if not k.endswith("__lengths"))
 
     names = names_of(paths[0])
@@ -202,7 +215,7 @@ def _npz_source(paths: list[Path], columns: Sequence[str] | None) -> Source:
     def chunks(chunk_samples: int, rank: int, world: int) -> Iterator[IdChunk]:
         index = 0
         for p in paths:
-            with np.load(p, mmap_mode="r", allow_pickle=False) as z:
+            with _reading(p), np.load(p, mmap_mode="r", allow_pickle=False) as z:
                 cols = {c: _npz_column(z, c, p) for c in wanted}
                 n = {
                     len(lengths) if lengths is not None else len(v) for v, lengths in cols.values()
@@ -274,10 +287,11 @@ def _arrow_source(paths: list[Path], kind: str, columns: Sequence[str] | None) -
                 for s in range(0, batch.num_rows, chunk_samples):
                     yield batch.slice(s, chunk_samples)
 
-    if kind == "parquet":
-        schema_names = pq.ParquetFile(paths[0]).schema_arrow.names
-    else:
-        schema_names = pacsv.open_csv(paths[0]).schema.names
+    with _reading(paths[0]):
+        if kind == "parquet":
+            schema_names = pq.ParquetFile(paths[0]).schema_arrow.names
+        else:
+            schema_names = pacsv.open_csv(paths[0]).schema.names
     names = list(columns) if columns else list(schema_names)
     missing = [c for c in names if c not in schema_names]
     if missing:
@@ -286,10 +300,13 @@ def _arrow_source(paths: list[Path], kind: str, columns: Sequence[str] | None) -
     def chunks(chunk_samples: int, rank: int, world: int) -> Iterator[IdChunk]:
         index = 0
         for p in paths:
-            for batch in batches(p, chunk_samples):
-                index += 1
-                if (index - 1) % world == rank:
-                    yield IdChunk(batch.num_rows, {c: _arrow_column(batch, c, p) for c in names})
+            with _reading(p):
+                for batch in batches(p, chunk_samples):
+                    index += 1
+                    if (index - 1) % world == rank:
+                        yield IdChunk(
+                            batch.num_rows, {c: _arrow_column(batch, c, p) for c in names}
+                        )
 
     return Source(names, None, chunks)
 
