@@ -28,7 +28,7 @@ def _torchrun(tmp_path: Path, seed: int, max_restarts: int, *flags: str):
         [*TORCHRUN, "--nproc-per-node", "2", "--max-restarts", str(max_restarts),
          "--monitor-interval", "0.2", "--standalone",
          str(ROOT / "tests" / "elastic_worker.py"), str(seed), *flags],
-        env=env, capture_output=True, text=True, timeout=150,
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     runs: dict[int, int] = {}
     for line in attempts.read_text().split("\n") if attempts.exists() else []:
