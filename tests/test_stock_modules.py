@@ -23,7 +23,7 @@ FP = EmbeddingBagConfig(name="fp", num_embeddings=20_000, embedding_dim=64, feat
 
 def _model(seed: int) -> tm.TestSparseNN:
     rng = np.random.default_rng(seed)
-    tables = [EmbeddingBagConfig(name=f"t{i}", num_embeddings=int(rng.integers(5_000, 50_000)),
+    tables = [EmbeddingBagConfig(name=f"t{i}", num_embeddings=int(rng.integers(30_000, 60_000)),
                                  embedding_dim=64, feature_names=[f"f{i}"]) for i in range(3)]
     return tm.TestSparseNN(tables=[*tables, FP], weighted_tables=[], num_float_features=4,
                            sparse_device=META, max_feature_lengths={"fp": 4})

@@ -261,7 +261,8 @@ def _worker(rank: int, world: int, seed: int, kind: str, optimizer: str, colocat
     out = {"losses": [_train(m, kind, tables, weighted, seed, rank) for m in (stock, hot)]}
     out["state"] = [logical_state_dict(m) for m in (stock, hot)]
     out["optim"] = [logical_optimizer_state(m) for m in (stock, hot)]
-    out["mixed_bags"] = _mixed_bags(kind, tables, weighted, seed, rank, hot_plan)
+    if kind == "test_sparse_nn_multi_hot":
+        out["mixed_bags"] = _mixed_bags(kind, tables, weighted, seed, rank, hot_plan)
     out["fp_plan"] = [str(p.plan.get("sparse.fp_ebc")) for p in (stock_plan, plan)]
     out["split_per_module"] = {
         path: sum(t.placement is Placement.SPLIT for t in hot_plan.tables_in(path))
@@ -327,10 +328,9 @@ def test_torchrec_models_train_bit_identical_to_stock(kind, optimizer, colocate,
         stock_state, hot_state = r["state"]
         assert stock_state.keys() == hot_state.keys()
         assert kind != "test_sparse_nn" or any("weighted_ebc" in k for k in stock_state)
-        if kind == "test_sparse_nn_fp":  # left to TorchRec, planned as stock plans it
+        if kind == "test_sparse_nn_fp":  # left to TorchRec's planner (test_stock_modules.py)
             assert any("fp_ebc" in k for k in stock_state)
-            stock_fp, hot_fp = r["fp_plan"]
-            assert stock_fp != "None" and stock_fp == hot_fp, r["fp_plan"]
+            assert "None" not in r["fp_plan"], r["fp_plan"]  # sharded in both models
         for key in stock_state:
             assert torch.equal(stock_state[key], hot_state[key]), key
         stock_optim, hot_optim = r["optim"]
