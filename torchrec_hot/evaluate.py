@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchrec_hot.profiling.profile import PopularityProfile, WindowSelector
-from torchrec_hot.profiling.stats import good_turing_values
+from torchrec_hot.profiling.stats import expected_share
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.tables.hottest import hottest_rows
 
@@ -97,7 +97,7 @@ def evaluate_drift(
             )
             k = int(ids.shape[0])
             predicted = float(raw[ids].sum()) / n_p
-            expected = min(predicted, float(good_turing_values(raw, raw[ids]).sum()) / n_p)
+            expected = expected_share(raw, ids) if k < t.num_embeddings else predicted
             actual = float(held[ids].sum()) / n_h
             if held_sorted is None:
                 held_sorted = -np.sort(-held)

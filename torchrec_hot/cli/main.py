@@ -35,7 +35,8 @@ from torchrec_hot.planner.placement import PlanDoesNotFitError  # noqa: E402
 from torchrec_hot.planner.strategy.cost_model import A100, H100, V100  # noqa: E402
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions  # noqa: E402
 from torchrec_hot.profiling.io import ProfileFormatError, load_profile  # noqa: E402
-from torchrec_hot.report import build_report, format_report  # noqa: E402
+from torchrec_hot.report.rows import build_report  # noqa: E402
+from torchrec_hot.report.text import format_report  # noqa: E402
 from torchrec_hot.tables.spec import TableSpec  # noqa: E402
 
 _OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")

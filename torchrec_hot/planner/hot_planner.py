@@ -27,6 +27,7 @@ from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
+from torchrec_hot.planner.expected import HeldOutShares
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
 from torchrec_hot.planner.placement import (
@@ -190,6 +191,9 @@ class HotPlanner:
         failure: PlannerError | None = None
         reserves = io_reserves(io, world)
         evaluation = None
+        shares = HeldOutShares(
+            counts, profile, self.strategies.holdout if self.strategies is not None else None
+        )
         if self.strategies is not None:
             evaluation = StrategyEvaluation(
                 configs=configs,
@@ -202,6 +206,7 @@ class HotPlanner:
                 batch_size=self.batch_size,
                 optimizer_class=self.optimizer_class,
                 total_budget_bytes=max(0, self._budget(reserves[0]) * world - pinned_hbm),
+                shares=shares,
             )
         placement = SplitPlacement(
             modules=modules,
@@ -247,7 +252,7 @@ class HotPlanner:
             raise PlanDoesNotFitError(
                 explain_planner_error(all_configs, bytes_per_row, topology, failure)
             )
-        stock = (
+        stock = shares.stock_expected(
             compare_with_stock(
                 modules,
                 counts,
@@ -259,7 +264,8 @@ class HotPlanner:
                 weighted,
             )
             if self.compare_with_stock
-            else None
+            else None,
+            self.topology.compute_device,
         )
         summary = None
         if evaluation is not None:  # the choice behind the plan (cached by total)
@@ -269,7 +275,7 @@ class HotPlanner:
                 [tp for tp in table_plans if tp.name not in pinned_names],
             )
         return HotPlan(
-            tables=tuple(table_plans),
+            tables=tuple(shares.with_expected(table_plans)),
             world_size=world,
             compute_device=self.topology.compute_device,
             batch_size=self.batch_size,
@@ -281,6 +287,7 @@ class HotPlanner:
             sharding_plan=sharding_plan,
             stock=stock,
             strategies=summary,
+            hbm_share_source=shares.source,
         )
 
     def _allocator(self, configs, counts, demands, bytes_per_row, budget, evaluation):

@@ -73,6 +73,35 @@ def good_turing_values(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def expected_share(counts: np.ndarray, ids: np.ndarray, sample_rate: float = 1.0) -> float:
+    """Expected share (0..1) of a table's lookups in new input (as much again, same
+    distribution) that the rows `ids` (int64, (k,)) take, from the profile's per-row `counts`
+    (N,) of which a `sample_rate` share of samples was counted (counts scaled by 1/rate).
+
+    The in-sample share of rows chosen for their counts over-states them (a row seen once was
+    lucky more often than not); Good-Turing gives a row seen c times (c+1) N[c+1] / N[c] in new
+    input, and the rows never seen share the mass of the rows seen once, N[1] / N[0] each. The
+    result is at most the in-sample share, and 1 when `ids` cover the whole table."""
+    n_rows = int(counts.shape[0])
+    ids = np.asarray(ids, dtype=np.int64)
+    if n_rows == 0 or ids.size == 0:
+        return 0.0
+    if ids.size >= n_rows:
+        return 1.0
+    raw = np.rint(counts * sample_rate).astype(np.int64) if sample_rate < 1 else counts
+    n = int(raw.sum())
+    if n == 0:
+        return float(ids.size) / n_rows
+    values = raw[ids]
+    in_sample = float(values.sum()) / n
+    seen = good_turing_values(raw, values[values > 0]).sum()
+    unseen = int(np.count_nonzero(values == 0))
+    if unseen:
+        n0 = n_rows - int(np.count_nonzero(raw))
+        seen += unseen * int(np.count_nonzero(raw == 1)) / max(n0, 1)
+    return min(in_sample, float(seen) / n) if in_sample > 0 else min(1.0, float(seen) / n)
+
+
 def _boundary_bias(counts: np.ndarray, k: int, kth: int, replicates: int = 16) -> float:
     """Parametric-bootstrap estimate of how much the top-k sum of noisy counts over-states the
     rows it picks, from the rows near the k-th count `kth` (counts resampled as Poisson): the
