@@ -48,12 +48,14 @@ from torchrec_hot.planner.torchrec_glue import (
     table_io_bytes,
 )
 from torchrec_hot.profiling.profile import PopularityProfile
+from torchrec_hot.profiling.stats import expected_counts
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.tables.modules import check_unique_tables
 
 Tables = EmbeddingBagCollection | EmbeddingCollection | Sequence[BaseEmbeddingConfig]
 # Sharding types TorchRec's EmbeddingBagCollectionSharder offers on CPU (row-wise needs CUDA)
 CPU_TYPES = {"data_parallel", "table_wise", "column_wise", "table_column_wise"}
+RANK_ROWS_BY = ("counts", "expected")  # HotPlanner(rank_rows_by=...)
 
 
 
@@ -101,6 +103,11 @@ class HotPlanner:
         constraints: the user's TorchRec `ParameterConstraints` by logical table name: a table
             whose constraint names a compute kernel (or cache) stays whole, placed as given;
             one that names sharding types only is split and both halves get those types.
+        rank_rows_by: what a row is worth when tables compete for the budget: "counts" (its
+            profiled lookups) or "expected" (its Good-Turing expected lookups in new input,
+            `profiling.stats.expected_counts`; within a table the order stays the hottest-rows
+            order, only the budget's split between tables changes; docs/BENCHMARKS.md,
+            bench_allocation).
     """
 
     def __init__(
@@ -118,7 +125,11 @@ class HotPlanner:
         strategies: StrategyOptions | None = None,
         colocate: bool = True,
         constraints: Mapping[str, ParameterConstraints] | None = None,
+        rank_rows_by: str = "counts",
     ) -> None:
+        if rank_rows_by not in RANK_ROWS_BY:
+            raise ValueError(f"rank_rows_by must be one of {RANK_ROWS_BY}, got {rank_rows_by!r}")
+        self.rank_rows_by = rank_rows_by
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
         self.topology = topology
@@ -180,8 +191,15 @@ class HotPlanner:
         pinned_hbm = sum((tp.hot_rows + tp.cache_rows) * tp.row_bytes for tp in pinned)
         pinned_names = {tp.name for tp in pinned}
         configs = [c for c in all_configs if c.name not in pinned_names]
+        shares = HeldOutShares(
+            counts, profile, self.strategies.holdout if self.strategies is not None else None
+        )
+        value = (
+            (lambda name: expected_counts(counts[name], shares.sample_rate))
+            if self.rank_rows_by == "expected" else (lambda name: counts[name])
+        )  # fmt: skip
         demands = [
-            TableDemand.from_counts(c.name, counts[c.name], bytes_per_row[c.name]) for c in configs
+            TableDemand.from_counts(c.name, value(c.name), bytes_per_row[c.name]) for c in configs
         ]
         pooling = {
             c.name: max(counts[c.name].sum() / (profile.num_samples * len(c.feature_names)), 1e-3)
@@ -191,9 +209,6 @@ class HotPlanner:
         failure: PlannerError | None = None
         reserves = io_reserves(io, world)
         evaluation = None
-        shares = HeldOutShares(
-            counts, profile, self.strategies.holdout if self.strategies is not None else None
-        )
         if self.strategies is not None:
             evaluation = StrategyEvaluation(
                 configs=configs,
