@@ -5,8 +5,9 @@ of all tables' bytes, as HotPlanner does it), with H the k rows most looked up i
   predicted  share of the profile's lookups that H takes (what a plan from it believes);
   expected   share H should take in new input if popularity is stable: `predicted` corrected
              for selection (Good-Turing: a row seen c times is expected c* = (c+1) N[c+1]/N[c]
-             times in as much new input), since the top-k of a finite window over-state
-             themselves;
+             times in as much new input; rows never seen share N[1] / N[0] each;
+             `profiling.stats.expected_share`, the report's estimate too), since the top-k
+             of a finite window over-state themselves;
   actual     share of the held-out window's lookups that H takes;
   oracle     the held-out window's own top-k share (the best any k rows could do).
 A table drifts at k when `loss = 1 - actual / expected` is at least `DRIFT_LOSS` *and* the drop

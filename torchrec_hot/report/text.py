@@ -74,7 +74,8 @@ def _rank_block(ours: PlanColumns, stock: PlanColumns | None) -> str:
             s = stock.ranks[i]  # type: ignore[union-attr]
             row += [format_bytes(s.hbm_bytes), format_bytes(s.uvm_bytes), f"{s.hbm_lookups:,.0f}"]
         rows.append(row)
-    return "[per rank] lookups from HBM: expected, at the profile's volume\n" + _grid(header, rows)
+    title = "[per rank] lookups from HBM as defined above, at the profile's volume\n"
+    return title + _grid(header, rows)
 
 
 def summary_line(report: ShardingReport) -> str:
