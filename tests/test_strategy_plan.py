@@ -15,11 +15,17 @@ from torchrec.optim import RowWiseAdagrad
 from tests.builders import zipf_profile
 from tests.dist_utils import run_on_ranks
 from tests.workers import strategy_training_worker
-from torchrec_hot import HotPlan, HotPlanner, PopularityProfile, make_topology
+from torchrec_hot import (
+    HotPlan,
+    HotPlanner,
+    PopularityProfile,
+    build_report,
+    format_report,
+    make_topology,
+)
 from torchrec_hot.data.synthetic import criteo_tables
 from torchrec_hot.data.workloads import workload_batches, zipf_batches
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
-from torchrec_hot.report import build_report, format_report
 
 WORLD, BATCH = 4, 256
 

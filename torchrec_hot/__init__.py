@@ -45,7 +45,8 @@ from torchrec_hot.profiling.distributed import all_reduce_profile
 from torchrec_hot.profiling.io import ProfileFormatError, load_profile, save_profile
 from torchrec_hot.profiling.merge import merge_profiles
 from torchrec_hot.profiling.profile import PopularityProfile
-from torchrec_hot.report import build_report, format_report
+from torchrec_hot.report.rows import build_report
+from torchrec_hot.report.text import format_report
 from torchrec_hot.runtime.elastic import no_restart_on
 from torchrec_hot.runtime.migrate import MigrationReport, replan
 from torchrec_hot.runtime.online import OnlineCounter

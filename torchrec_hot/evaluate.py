@@ -5,8 +5,9 @@ of all tables' bytes, as HotPlanner does it), with H the k rows most looked up i
   predicted  share of the profile's lookups that H takes (what a plan from it believes);
   expected   share H should take in new input if popularity is stable: `predicted` corrected
              for selection (Good-Turing: a row seen c times is expected c* = (c+1) N[c+1]/N[c]
-             times in as much new input), since the top-k of a finite window over-state
-             themselves;
+             times in as much new input; rows never seen share N[1] / N[0] each;
+             `profiling.stats.expected_share`, the report's estimate too), since the top-k
+             of a finite window over-state themselves;
   actual     share of the held-out window's lookups that H takes;
   oracle     the held-out window's own top-k share (the best any k rows could do).
 A table drifts at k when `loss = 1 - actual / expected` is at least `DRIFT_LOSS` *and* the drop
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from torchrec_hot.profiling.profile import PopularityProfile, WindowSelector
-from torchrec_hot.profiling.stats import good_turing_values
+from torchrec_hot.profiling.stats import expected_share
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.tables.hottest import hottest_rows
 
@@ -97,7 +98,7 @@ def evaluate_drift(
             )
             k = int(ids.shape[0])
             predicted = float(raw[ids].sum()) / n_p
-            expected = min(predicted, float(good_turing_values(raw, raw[ids]).sum()) / n_p)
+            expected = expected_share(raw, ids) if k < t.num_embeddings else predicted
             actual = float(held[ids].sum()) / n_h
             if held_sorted is None:
                 held_sorted = -np.sort(-held)

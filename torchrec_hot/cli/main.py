@@ -29,13 +29,14 @@ import torch  # noqa: E402
 
 from torchrec_hot.cli import profiling as commands  # noqa: E402
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
-from torchrec_hot.planner.hot_planner import HotPlanner  # noqa: E402
+from torchrec_hot.planner.hot_planner import RANK_ROWS_BY, HotPlanner  # noqa: E402
 from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
 from torchrec_hot.planner.placement import PlanDoesNotFitError  # noqa: E402
 from torchrec_hot.planner.strategy.cost_model import A100, H100, V100  # noqa: E402
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions  # noqa: E402
 from torchrec_hot.profiling.io import ProfileFormatError, load_profile  # noqa: E402
-from torchrec_hot.report import build_report, format_report  # noqa: E402
+from torchrec_hot.report.rows import build_report  # noqa: E402
+from torchrec_hot.report.text import format_report  # noqa: E402
 from torchrec_hot.tables.spec import TableSpec  # noqa: E402
 
 _OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")
@@ -76,6 +77,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         optimizer_class=_optimizer_class(args.optimizer),
         compare_with_stock=not args.no_stock,
         strategies=_strategy_options(args),
+        rank_rows_by=args.rank_rows_by,
     )
     start = time.perf_counter()
     plan = planner.plan(modules, profile)
@@ -187,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-module", action="append", default=[], metavar="PATH=T1,T2",
                    help="these tables are the EmbeddingCollection at PATH (repeatable)")
     p.add_argument("--no-stock", action="store_true", help="skip the stock TorchRec plan")
+    p.add_argument("--rank-rows-by", choices=RANK_ROWS_BY, default="counts",
+                   help="a row's worth when tables compete for the budget: its profiled "
+                   "lookups, or its Good-Turing expected lookups in new input")
     s = p.add_argument_group("per-table strategies (static split, UVM cache, look-forward)")
     s.add_argument("--strategies", action="store_true",
                    help="choose per table by the cost model on the profile's own trace")

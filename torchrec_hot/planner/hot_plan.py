@@ -53,6 +53,8 @@ class TablePlan:
         module_path: path of the embedding module holding the table ("" for the root).
         constrained: the user's `ParameterConstraints` place the table (kept whole, as given).
         pooled: an EmbeddingBagCollection's table (else an EmbeddingCollection's).
+        expected_hot_lookups: lookups the hot rows are expected to serve out of sample, on the
+            scale of `lookups` (`planner.expected`; None: not estimated, an old plan file).
     """
 
     name: str
@@ -70,6 +72,7 @@ class TablePlan:
     module_path: str = ""
     constrained: bool = False
     pooled: bool = True
+    expected_hot_lookups: float | None = None
 
     @property
     def hot_rows(self) -> int:
@@ -81,8 +84,16 @@ class TablePlan:
 
     @property
     def hot_lookup_share(self) -> float:
-        """Expected share (0..1) of the table's lookups served by its hot rows."""
+        """In-sample share (0..1) of the profile's lookups of the table that its hot rows took."""
         return self.hot_lookups / self.lookups if self.lookups else 0.0
+
+    @property
+    def expected_hot_share(self) -> float:
+        """Share (0..1) of the table's lookups its hot rows are expected to serve out of
+        sample (`expected_hot_lookups`; the in-sample share where it was not estimated)."""
+        if self.expected_hot_lookups is None:
+            return self.hot_lookup_share
+        return self.expected_hot_lookups / self.lookups if self.lookups else 0.0
 
     @property
     def uvm_rows(self) -> int:
@@ -129,6 +140,8 @@ class HotPlan:
         stock: the stock TorchRec comparison, when computed.
         strategies: the per-table strategy choice and its modeled times, when the planner
             chose strategies (`HotPlanner(..., strategies=...)`).
+        hbm_share_source: how the tables' `expected_hot_lookups` were estimated
+            (`planner.expected`); "" where they were not (an old plan file: in-sample).
     """
 
     tables: tuple[TablePlan, ...]
@@ -143,6 +156,7 @@ class HotPlan:
     sharding_plan: ShardingPlan
     stock: StockComparison | None = None
     strategies: StrategySummary | None = None
+    hbm_share_source: str = ""
 
     @property
     def module_paths(self) -> list[str]:
@@ -169,7 +183,7 @@ class HotPlan:
 
     @property
     def hot_lookup_share(self) -> float:
-        """Share of all lookups served from HBM under this plan."""
+        """Share of all of the profile's lookups that the hot rows took (in-sample)."""
         total = sum(t.lookups for t in self.tables)
         return sum(t.hot_lookups for t in self.tables) / total if total else 0.0
 
@@ -217,6 +231,7 @@ class HotPlan:
                     "hot_rows": t.hot_rows,
                     "lookups": t.lookups,
                     "hot_lookups": t.hot_lookups,
+                    "expected_hot_lookups": t.expected_hot_lookups,
                     "row_bytes": t.row_bytes,
                     "strategy": t.strategy,
                     "cache_rows": t.cache_rows,
@@ -231,6 +246,7 @@ class HotPlan:
             "sharding_plan": sharding_plan_to_dict(self.sharding_plan),
             "stock": _stock_to_dict(self.stock),
             "strategies": self.strategies.to_dict() if self.strategies else None,
+            "hbm_share_source": self.hbm_share_source,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
@@ -291,6 +307,10 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
                     module_path=str(t.get("module_path", default_path)),
                     constrained=bool(t.get("constrained", False)),
                     pooled=bool(t.get("pooled", True)),
+                    expected_hot_lookups=(
+                        None if t.get("expected_hot_lookups") is None
+                        else float(t["expected_hot_lookups"])
+                    ),
                 )
             )
     return HotPlan(
@@ -308,6 +328,7 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
         strategies=(
             StrategySummary.from_dict(doc["strategies"]) if doc.get("strategies") else None
         ),
+        hbm_share_source=str(doc.get("hbm_share_source", "")),
     )
 
 

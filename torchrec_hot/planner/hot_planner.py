@@ -29,6 +29,7 @@ from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ModuleSharder
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
+from torchrec_hot.planner.expected import HeldOutShares
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
 from torchrec_hot.planner.placement import (
@@ -49,12 +50,14 @@ from torchrec_hot.planner.torchrec_glue import (
     table_io_bytes,
 )
 from torchrec_hot.profiling.profile import PopularityProfile
+from torchrec_hot.profiling.stats import expected_counts
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 from torchrec_hot.tables.modules import check_unique_tables
 
 Tables = EmbeddingBagCollection | EmbeddingCollection | Sequence[BaseEmbeddingConfig]
 # Sharding types TorchRec's EmbeddingBagCollectionSharder offers on CPU (row-wise needs CUDA)
 CPU_TYPES = {"data_parallel", "table_wise", "column_wise", "table_column_wise"}
+RANK_ROWS_BY = ("counts", "expected")  # HotPlanner(rank_rows_by=...)
 
 
 
@@ -104,6 +107,11 @@ class HotPlanner:
             one that names sharding types only is split and both halves get those types.
         sharders: TorchRec sharders of the split EBCs / ECs (e.g. with the user's fused
             params); None: TorchRec's defaults.
+        rank_rows_by: what a row is worth when tables compete for the budget: "counts" (its
+            profiled lookups) or "expected" (its Good-Turing expected lookups in new input,
+            `profiling.stats.expected_counts`; within a table the order stays the hottest-rows
+            order, only the budget's split between tables changes; docs/BENCHMARKS.md,
+            bench_allocation).
     """
 
     def __init__(
@@ -122,7 +130,11 @@ class HotPlanner:
         colocate: bool = True,
         constraints: Mapping[str, ParameterConstraints] | None = None,
         sharders: Sequence[ModuleSharder[nn.Module]] | None = None,
+        rank_rows_by: str = "counts",
     ) -> None:
+        if rank_rows_by not in RANK_ROWS_BY:
+            raise ValueError(f"rank_rows_by must be one of {RANK_ROWS_BY}, got {rank_rows_by!r}")
+        self.rank_rows_by = rank_rows_by
         if hbm_budget_bytes is not None and hbm_budget_bytes < 0:
             raise ValueError(f"hbm_budget_bytes must be >= 0, got {hbm_budget_bytes}")
         self.topology = topology
@@ -185,8 +197,15 @@ class HotPlanner:
         pinned_hbm = sum((tp.hot_rows + tp.cache_rows) * tp.row_bytes for tp in pinned)
         pinned_names = {tp.name for tp in pinned}
         configs = [c for c in all_configs if c.name not in pinned_names]
+        shares = HeldOutShares(
+            counts, profile, self.strategies.holdout if self.strategies is not None else None
+        )
+        value = (
+            (lambda name: expected_counts(counts[name], shares.sample_rate))
+            if self.rank_rows_by == "expected" else (lambda name: counts[name])
+        )  # fmt: skip
         demands = [
-            TableDemand.from_counts(c.name, counts[c.name], bytes_per_row[c.name]) for c in configs
+            TableDemand.from_counts(c.name, value(c.name), bytes_per_row[c.name]) for c in configs
         ]
         pooling = {
             c.name: max(counts[c.name].sum() / (profile.num_samples * len(c.feature_names)), 1e-3)
@@ -208,6 +227,7 @@ class HotPlanner:
                 batch_size=self.batch_size,
                 optimizer_class=self.optimizer_class,
                 total_budget_bytes=max(0, self._budget(reserves[0]) * world - pinned_hbm),
+                shares=shares,
             )
         placement = SplitPlacement(
             modules=modules,
@@ -254,7 +274,7 @@ class HotPlanner:
             raise PlanDoesNotFitError(
                 explain_planner_error(all_configs, bytes_per_row, topology, failure)
             )
-        stock = (
+        stock = shares.stock_expected(
             compare_with_stock(
                 modules,
                 counts,
@@ -266,7 +286,8 @@ class HotPlanner:
                 weighted,
             )
             if self.compare_with_stock
-            else None
+            else None,
+            self.topology.compute_device,
         )
         summary = None
         if evaluation is not None:  # the choice behind the plan (cached by total)
@@ -276,7 +297,7 @@ class HotPlanner:
                 [tp for tp in table_plans if tp.name not in pinned_names],
             )
         return HotPlan(
-            tables=tuple(table_plans),
+            tables=tuple(shares.with_expected(table_plans)),
             world_size=world,
             compute_device=self.topology.compute_device,
             batch_size=self.batch_size,
@@ -288,6 +309,7 @@ class HotPlanner:
             sharding_plan=sharding_plan,
             stock=stock,
             strategies=summary,
+            hbm_share_source=shares.source,
         )
 
     def _allocator(self, configs, counts, demands, bytes_per_row, budget, evaluation):

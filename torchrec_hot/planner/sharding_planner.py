@@ -75,7 +75,7 @@ class HotShardingPlanner(ShardingPlanner):
         reservation_percentage: TorchRec's `FixedPercentageStorageReservation` percentage.
         optimizer_class: the fused optimizer whose state is charged; None: read from the model.
         strategies, colocate, compare_with_stock, sharding_types, cold_sharding_types,
-        column_shard_dim: as for `HotPlanner`.
+        column_shard_dim, rank_rows_by: as for `HotPlanner`.
     """
 
     def __init__(
@@ -94,6 +94,7 @@ class HotShardingPlanner(ShardingPlanner):
         sharding_types: Sequence[str] | None = None,
         cold_sharding_types: Sequence[str] | None = None,
         column_shard_dim: int | None = None,
+        rank_rows_by: str = "counts",
     ) -> None:
         self.profile = profile
         self.optimizer_class = optimizer_class
@@ -108,6 +109,7 @@ class HotShardingPlanner(ShardingPlanner):
             sharding_types=sharding_types,
             cold_sharding_types=cold_sharding_types,
             column_shard_dim=column_shard_dim,
+            rank_rows_by=rank_rows_by,
         )
         self.topology = topology
         HotPlanner(topology, **self._options)  # checks the options now, not at plan time

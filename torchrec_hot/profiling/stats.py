@@ -73,6 +73,69 @@ def good_turing_values(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def expected_counts(counts: np.ndarray, sample_rate: float = 1.0) -> np.ndarray:
+    """Each row's expected lookups in as much new input (float64, shape of `counts`), from the
+    profile's per-row `counts` of which a `sample_rate` share of samples was counted (counts
+    scaled by 1/rate; so is the result).
+
+    Good-Turing (`good_turing_values`) on the table's own count histogram, made non-decreasing
+    in the count (pool-adjacent-violators, weighted by rows per count) so that the rows it
+    values most are still the most counted ones, in `tables.hottest` order; rows never seen stay
+    0. Tables compete for one budget: a row seen once is worth 2 N[2] / N[1] of its table, which
+    is small where a long tail of rows seen once is mostly luck, and nearer 1 where it is not."""
+    raw = np.rint(counts * sample_rate).astype(np.int64) if sample_rate < 1 else counts
+    top = _GT_MAX_COUNT + 2
+    hist = np.bincount(np.minimum(raw, top), minlength=top + 1)[: top + 1]
+    levels = np.arange(top + 1, dtype=np.int64)
+    value = good_turing_values(raw, levels)
+    value[0] = 0.0
+    # pool adjacent violators over the levels seen (weights: rows at each level)
+    blocks: list[list[float]] = []  # [value, weight, first level, last level]
+    for c in range(1, top + 1):
+        if hist[c] == 0:
+            continue
+        blocks.append([float(value[c]), float(hist[c]), c, c])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, _, l2 = blocks.pop()
+            v1, w1, f1, _ = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, f1, l2])
+    for v, _, first, last in blocks:
+        value[first : last + 1] = v
+    out = raw.astype(np.float64)
+    small = raw <= _GT_MAX_COUNT
+    out[small] = value[raw[small]]
+    return out / sample_rate if sample_rate < 1 else out
+
+
+def expected_share(counts: np.ndarray, ids: np.ndarray, sample_rate: float = 1.0) -> float:
+    """Expected share (0..1) of a table's lookups in new input (as much again, same
+    distribution) that the rows `ids` (int64, (k,)) take, from the profile's per-row `counts`
+    (N,) of which a `sample_rate` share of samples was counted (counts scaled by 1/rate).
+
+    The in-sample share of rows chosen for their counts over-states them (a row seen once was
+    lucky more often than not); Good-Turing gives a row seen c times (c+1) N[c+1] / N[c] in new
+    input, and the rows never seen share the mass of the rows seen once, N[1] / N[0] each. The
+    result is at most the in-sample share, and 1 when `ids` cover the whole table."""
+    n_rows = int(counts.shape[0])
+    ids = np.asarray(ids, dtype=np.int64)
+    if n_rows == 0 or ids.size == 0:
+        return 0.0
+    if ids.size >= n_rows:
+        return 1.0
+    raw = np.rint(counts * sample_rate).astype(np.int64) if sample_rate < 1 else counts
+    n = int(raw.sum())
+    if n == 0:
+        return float(ids.size) / n_rows
+    values = raw[ids]
+    in_sample = float(values.sum()) / n
+    seen = good_turing_values(raw, values[values > 0]).sum()
+    unseen = int(np.count_nonzero(values == 0))
+    if unseen:
+        n0 = n_rows - int(np.count_nonzero(raw))
+        seen += unseen * int(np.count_nonzero(raw == 1)) / max(n0, 1)
+    return min(in_sample, float(seen) / n) if in_sample > 0 else min(1.0, float(seen) / n)
+
+
 def _boundary_bias(counts: np.ndarray, k: int, kth: int, replicates: int = 16) -> float:
     """Parametric-bootstrap estimate of how much the top-k sum of noisy counts over-states the
     rows it picks, from the rows near the k-th count `kth` (counts resampled as Poisson): the

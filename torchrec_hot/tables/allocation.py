@@ -29,7 +29,8 @@ class TableDemand:
 
     Attributes:
         name: table name.
-        sorted_counts: lookups per row, nonzero only, sorted descending (int64, length <= rows).
+        sorted_counts: lookups per row, nonzero only, sorted descending (int64, length <= rows;
+            or a row's worth in expected lookups, float64, `profiling.stats.expected_counts`).
         num_embeddings: rows of the table (zero-count rows included).
         row_bytes: bytes one row costs in HBM (weights + optimizer state).
     """
@@ -52,7 +53,7 @@ def _rows_at_least(table: TableDemand, density: float) -> int:
     return int(np.searchsorted(-table.sorted_counts, -threshold, side="right"))
 
 
-def _rows_with_count_at_least(table: TableDemand, count: int) -> int:
+def _rows_with_count_at_least(table: TableDemand, count: float) -> int:
     return int(np.searchsorted(-table.sorted_counts, -count, side="right"))
 
 
@@ -100,7 +101,7 @@ def allocate_hot_rows(
     )
     for t in candidates:
         k = hot[t.name]
-        available = _rows_with_count_at_least(t, int(t.sorted_counts[k])) - k
+        available = _rows_with_count_at_least(t, float(t.sorted_counts[k])) - k
         take = min(available, left // t.row_bytes)
         hot[t.name] = k + int(take)
         left -= int(take) * t.row_bytes

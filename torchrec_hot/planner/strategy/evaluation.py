@@ -36,6 +36,7 @@ from torchrec import EmbeddingBagConfig
 from torchrec.distributed.types import ShardingPlan
 from tqdm import tqdm
 
+from torchrec_hot.planner.expected import HeldOutShares
 from torchrec_hot.planner.hot_plan import TablePlan
 from torchrec_hot.planner.plan_io import parameter_shardings
 from torchrec_hot.planner.stock import hbm_fraction
@@ -46,7 +47,7 @@ from torchrec_hot.planner.strategy.cost_model import (
     HardwareSpec,
     TableCostSpec,
 )
-from torchrec_hot.planner.strategy.simulate import evaluate_table, holdout_batches
+from torchrec_hot.planner.strategy.simulate import default_warmup, evaluate_table, holdout_batches
 from torchrec_hot.planner.strategy.summary import StrategySummary, TableStrategy
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 from torchrec_hot.planner.table_plans import table_plan_from_counts
@@ -101,6 +102,8 @@ class StrategyEvaluation:
         optimizer_class: the fused optimizer (its state is charged per row; None: none).
         total_budget_bytes: HBM bytes for rows and caches, all ranks together (the top of the
             grid of sizes, and the budget of the static allocation it includes).
+        shares: out-of-sample shares of static hot rows for the summary (`hbm_share`; None:
+            the simulated hit rates on the held-out batches as they are).
     """
 
     def __init__(
@@ -116,8 +119,12 @@ class StrategyEvaluation:
         batch_size: int,
         optimizer_class: type[torch.optim.Optimizer] | None,
         total_budget_bytes: int,
+        shares: HeldOutShares | None = None,
     ) -> None:
         self.configs = list(configs)
+        self.shares = shares
+        self.global_batch = world_size * batch_size
+        self._static_hit: dict[tuple[str, int], float] = {}
         self.counts = counts
         self.options = options
         source = options.holdout if options.holdout is not None else profile
@@ -242,8 +249,11 @@ class StrategyEvaluation:
                 modeled_ms=tc.chosen_ms,
                 runner_up=runner.strategy.value if runner is not None else "",
                 runner_up_ms=float(tc.runner_up_ms or 0.0),
-                hbm_hit_rate=tc.chosen.traffic.hbm_hit_rate,
+                hbm_hit_rate=self.hbm_share(tc.chosen.traffic),
                 host_link_bytes=cost.link_bytes,
+                measured_batches=len(self.batches[c.name]) - default_warmup(
+                    len(self.batches[c.name])),
+                warmup_batches=default_warmup(len(self.batches[c.name])),
             ))
         picks: dict[str, Sequence[TableTraffic] | None] = {
             "ours": [choice.tables[c.name].chosen.traffic for c in self.configs],
@@ -254,15 +264,18 @@ class StrategyEvaluation:
             picks[name] = [alt.tables[c.name].chosen.traffic for c in self.configs]
         picks["all HBM (limit)"] = [self.curves[c.name][Strategy.ALL_HBM][0] for c in self.configs]
         ms, hit, link = {}, {}, {}
+        weight = {c.name: float(self.counts[c.name].sum()) for c in self.configs}
         for name, traffic in picks.items():
             if traffic is None:
                 ms[name], hit[name], link[name] = math.nan, math.nan, math.nan
                 continue
             breakdown = self.cost_model.evaluate(traffic)
             ms[name] = breakdown.embedding_ms
-            lookups = sum(t.lookups for t in traffic)
-            hit[name] = sum(t.hbm_hit_rate * t.lookups for t in traffic) / max(lookups, 1e-12)
+            lookups = sum(weight[t.table] for t in traffic)
+            hit[name] = sum(self.hbm_share(t) * weight[t.table] for t in traffic) / max(
+                lookups, 1e-12)
             link[name] = sum(c.link_bytes for c in breakdown.tables.values())
+        stock_traffic = picks["stock TorchRec"]
         b = choice.breakdown
         notes = (
             f"ours: HBM {b.hbm_ms:.4f} ms + host link on the critical path {b.link_ms:.4f} ms + "
@@ -281,7 +294,32 @@ class StrategyEvaluation:
             model_hit_rate=hit,
             model_link_bytes=link,
             notes=notes,
+            stock_hit_rate=(
+                {t.table: self.hbm_share(t) for t in stock_traffic} if stock_traffic else {}
+            ),
+            global_batch=self.global_batch,
         )
+
+    def hbm_share(self, traffic: TableTraffic) -> float:
+        """Share (0..1) of the table's lookups served from HBM under `traffic`, out of sample:
+        static hot rows by `shares` (the report's definition), a cache by its simulated hit
+        rate on the held-out batches after warm-up, over the lookups the hot rows leave."""
+        s, name = traffic.strategy, traffic.table
+        if self.shares is None or s is Strategy.ALL_HBM or s is Strategy.ALL_UVM:
+            return traffic.hbm_hit_rate
+        if s is Strategy.STATIC:
+            return self.shares.hottest_share(name, traffic.hbm_rows)
+        if traffic.hot_rows == 0:
+            return traffic.hbm_hit_rate
+        hot = self.shares.hottest_share(name, traffic.hot_rows)
+        key = (name, traffic.hot_rows)
+        if key not in self._static_hit:  # the hot rows' share of the simulated batches
+            sim = evaluate_table(name, self.counts[name], self.batches[name], [traffic.hot_rows],
+                                 strategies=[Strategy.STATIC])
+            self._static_hit[key] = sim[Strategy.STATIC][0].hbm_hit_rate
+        sim_hot = self._static_hit[key]
+        cold = (traffic.hbm_hit_rate - sim_hot) / (1.0 - sim_hot) if sim_hot < 1 else 1.0
+        return hot + (1.0 - hot) * min(1.0, max(0.0, cold))
 
     def _stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
         """Stock TorchRec's plan as traffic: its kernel (and cache) per table, simulated."""

@@ -232,6 +232,12 @@ def _split(size: int, rows: int, windows: _Windows, growth: float) -> tuple[int,
     return hot, sets
 
 
+def default_warmup(num_batches: int) -> int:
+    """Held-out batches that only warm the caches by default: a quarter, at least one when
+    there are two or more (module docstring)."""
+    return max(1, num_batches // 4) if num_batches > 1 else 0
+
+
 def evaluate_table(
     table: str,
     counts: np.ndarray,
@@ -277,7 +283,7 @@ def evaluate_table(
     rows = int(counts.size)
     trace = prepare_trace(batches, rows, hash_offset)
     n = trace.num_batches
-    warm = (max(1, n // 4) if n > 1 else 0) if warmup_batches is None else int(warmup_batches)
+    warm = default_warmup(n) if warmup_batches is None else int(warmup_batches)
     if not 0 <= warm < n:
         raise ValueError(f"warmup_batches must be in [0, {n}), got {warmup_batches}")
     measured = slice(warm, n)
