@@ -71,7 +71,7 @@ def _save_under_a(rank: int, world: int, seed: int, directory: str) -> dict:
 def _load_under_b(rank: int, world: int, seed: int, directory: str) -> dict:
     tables, _, profile = _setup(seed)
     dmp, plan = _hot_dmp(tables, profile, "B")
-    step = load_checkpoint(dmp, directory)
+    step = load_checkpoint(dmp, directory).step
     w, o = _state(dmp)
     return {"step": step, "weights": w, "optim": o,
             "hot": {t.name: t.hot_ids for t in plan.tables}}
@@ -83,7 +83,7 @@ def _load_stock_world_1(rank: int, world: int, seed: int, directory: str, bad: s
     plan = EmbeddingShardingPlanner(topology=make_topology(1, "cpu"), batch_size=8).plan(
         model, [EmbeddingBagCollectionSharder()])
     dmp = DistributedModelParallel(model, plan=plan, device=CPU)
-    step = load_checkpoint(dmp, directory)
+    step = load_checkpoint(dmp, directory).step
     w, o = _state(dmp)
     try:
         load_checkpoint(dmp, bad)
