@@ -41,6 +41,8 @@ from torchrec_hot.checkpoint import files
 from torchrec_hot.checkpoint.training_state import (
     TrainingProgress,
     apply_training_entries,
+    flatten_entries,
+    rebuild_entries,
     training_entries,
 )
 from torchrec_hot.sharding.rows.blocks import block_range, to_row_blocks
@@ -123,8 +125,9 @@ def save_checkpoint(
         dist.barrier()
         phase = "writing shards"
         flat, _, _ = _checkpoint_state(model, for_load=False)
-        flat.update(training_entries(model, rank, optimizers or {}, lr_schedulers or {},
-                                     extra or {}, rng, for_load=False))
+        flat.update(flatten_entries(training_entries(
+            model, rank, optimizers or {}, lr_schedulers or {}, extra or {}, rng,
+            for_load=False)))
         flat["meta/step"] = _scalar(step)
         flat["meta/data_position"] = _scalar(step if data_position is None else data_position)
         flat["meta/world_size"] = _scalar(dist.get_world_size())
@@ -171,7 +174,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 def _has(keys: set[str], prefix: str) -> bool:
     """Whether the checkpoint holds the entry `prefix` (a tensor or a nested dict)."""
-    return prefix in keys or any(k.startswith(prefix + ".") for k in keys)
+    return prefix in keys or any(k.startswith(prefix + "/") for k in keys)
 
 
 def load_checkpoint(
@@ -206,12 +209,13 @@ def load_checkpoint(
     if missing:
         raise CheckpointError(f"{path} holds no {', '.join(missing)} (saved without them?)")
     flat, tables, kinds = _checkpoint_state(model, for_load=True)
-    flat.update(training_entries(model, rank, optimizers, lr_schedulers, extra, rng,
-                                 for_load=True, extra_rank=extra_rank,
-                                 rng_present=_has(keys, f"rng/rank_{rank}")))
-    rng_entry = flat.get(f"rng/rank_{rank}")
-    if rng_entry is not None and f"rng/rank_{rank}.cuda" not in keys:
+    entries = training_entries(model, rank, optimizers, lr_schedulers, extra, rng,
+                               for_load=True, extra_rank=extra_rank,
+                               rng_present=_has(keys, f"rng/rank_{rank}"))
+    rng_entry = entries.get(f"rng/rank_{rank}")
+    if rng_entry is not None and f"rng/rank_{rank}/cuda" not in keys:
         rng_entry.pop("cuda", None)  # saved where CUDA was not in use
+    flat.update(flatten_entries(entries))
     for name in ("step", "data_position", "world_size"):
         if f"meta/{name}" in keys:
             flat[f"meta/{name}"] = _scalar(-1)
@@ -221,8 +225,8 @@ def load_checkpoint(
         raise CheckpointError(f"rank {rank}: cannot load checkpoint {path} (corrupt, truncated, "
                               f"made for other tables, or a peer died?): {e}") from e
     _scatter_model(model, flat, tables, kinds)
-    restored = apply_training_entries(model, flat, rank, optimizers, lr_schedulers, extra,
-                                      extra_rank)
+    restored = apply_training_entries(model, rebuild_entries(entries, flat), rank, optimizers,
+                                      lr_schedulers, extra, extra_rank)
     step = int(flat["meta/step"])
     position = int(flat.get("meta/data_position", step))
     return TrainingProgress(step=step, data_position=position,

@@ -1,7 +1,10 @@
 """The training state besides the model in a sharded checkpoint: dense optimizers, LR schedulers,
 per-rank RNG states, any user `Stateful`, the step and the data position.
 
-Entries of the DCP state dict (nested dicts; DCP flattens them with dots):
+Entries of the DCP state dict (nested dicts and lists are flattened here with "/", down to tensors
+and other leaves, which DCP stores as pickled objects; DCP's own flattening guesses at load
+between its two key formats, for lists of dicts wrongly, whenever the checkpoint holds keys this
+rank does not load, such as the other ranks' RNG states):
   `dense_optim/<name>`    a dense optimizer's state, keyed by parameter FQN: a TorchRec
                           `KeyedOptimizer` (e.g. `KeyedOptimizerWrapper`) through its own
                           `state_dict`, any other `torch.optim.Optimizer` through
@@ -141,6 +144,44 @@ def training_entries(model: nn.Module, rank: int,
         entries[f"extra/{name}/rank_{rank if extra_rank is None else extra_rank}"] = \
             stateful.state_dict()
     return entries
+
+
+def _is_branch(value: Any) -> bool:
+    if isinstance(value, list):
+        return bool(value)
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) for k in value)
+
+
+def flatten_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"a": {"b": t, "c": [x]}}` -> `{"a/b": t, "a/c/0": x}`: nested string-keyed dicts and
+    lists down to their leaves."""
+    flat: dict[str, Any] = {}
+
+    def visit(key: str, value: Any) -> None:
+        if isinstance(value, list) and value:
+            for i, v in enumerate(value):
+                visit(f"{key}/{i}", v)
+        elif _is_branch(value):
+            for k, v in value.items():
+                visit(f"{key}/{k}", v)
+        else:
+            flat[key] = value
+
+    for key, value in entries.items():
+        visit(key, value)
+    return flat
+
+
+def rebuild_entries(template: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested entries of `template` with their leaves taken from `flat` (loaded by DCP)."""
+    def build(key: str, value: Any) -> Any:
+        if isinstance(value, list) and value:
+            return [build(f"{key}/{i}", v) for i, v in enumerate(value)]
+        if _is_branch(value):
+            return {k: build(f"{key}/{k}", v) for k, v in value.items()}
+        return flat[key]
+
+    return {key: build(key, value) for key, value in template.items()}
 
 
 def apply_training_entries(model: nn.Module, entries: Mapping[str, Any], rank: int,
