@@ -132,13 +132,15 @@ def save_checkpoint(
         flat["meta/data_position"] = _scalar(step if data_position is None else data_position)
         flat["meta/world_size"] = _scalar(dist.get_world_size())
         dcp.save(flat, checkpoint_id=str(tmp))
-        phase = "publishing"
+        phase = "waiting for every rank's shards"
         dist.barrier()
+        phase = "waiting for rank 0 to publish"
         if rank == 0:
+            phase = "publishing"
             _move_into_place(root, tmp, final)
             files.publish(root, final.name)
+            phase = "pruning, after the publish"
             files.prune(root, keep)
-        phase = "finishing (after the publish)"
         dist.barrier()
     except (RuntimeError, CheckpointException) as e:  # a peer failed or died mid-save
         raise CheckpointError(
