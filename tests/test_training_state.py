@@ -19,6 +19,7 @@ from tests.builders import dlrm_model, stock_plan, tables_of, zipf_kjt
 from tests.dist_utils import fork_jobs
 from torchrec_hot import CheckpointError, load_checkpoint, save_checkpoint
 from torchrec_hot.checkpoint.gathered import logical_optimizer_state, logical_state_dict
+from torchrec_hot.checkpoint.training_state import flatten_entries, rebuild_entries
 
 DENSE_IN, BEFORE, AFTER = 5, 4, 3
 
@@ -139,3 +140,20 @@ def test_resumed_training_state_continues_bit_for_bit(tmp_path: Path):
             BEFORE, 2 * BEFORE, 2, True)
         assert r["counter"] == 100 + rank
         assert r["missing"] is not None and "dense_optim/sgd" in r["missing"]
+
+
+def test_flattened_entries_rebuild_nested_state():
+    """What DCP gets is flat (no dicts or lists left for its own flattening, empty ones
+    included: SGD without momentum has the state {}) and rebuilds to the original."""
+    t = torch.arange(3.0)
+    entries = {"opt": {"state": {}, "param_groups": [{"params": ["a.w"], "lr": 0.1,
+                                                       "betas": (0.9, 0.99)}],
+                       "by_index": {0: {"m": t}}},
+               "sched": {"_last_lr": [0.5], "_milestones": []}, "x": np.arange(2)}
+    flat = flatten_entries(entries)
+    assert not any(isinstance(v, (dict, list)) for v in flat.values())
+    assert flat["opt/by_index/0/m"] is t and flat["opt/param_groups/0/params/0"] == "a.w"
+    rebuilt = rebuild_entries(entries, {k: v for k, v in flat.items()})
+    assert _equal({k: v for k, v in rebuilt.items() if k != "x"},
+                  {k: v for k, v in entries.items() if k != "x"})
+    assert np.array_equal(rebuilt["x"], entries["x"])

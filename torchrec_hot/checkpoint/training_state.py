@@ -146,24 +146,24 @@ def training_entries(model: nn.Module, rank: int,
     return entries
 
 
-def _is_branch(value: Any) -> bool:
-    if isinstance(value, list):
-        return bool(value)
-    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) for k in value)
+# Empty dicts and lists are stored as these strings (DCP would drop them: nothing to flatten).
+_EMPTY = {dict: "<empty dict>", list: "<empty list>"}
 
 
 def flatten_entries(entries: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"a": {"b": t, "c": [x]}}` -> `{"a/b": t, "a/c/0": x}`: nested string-keyed dicts and
-    lists down to their leaves."""
+    """`{"a": {"b": t, "c": [x], "d": {}}}` -> `{"a/b": t, "a/c/0": x, "a/d": "<empty dict>"}`:
+    nested dicts and lists down to their leaves."""
     flat: dict[str, Any] = {}
 
     def visit(key: str, value: Any) -> None:
         if isinstance(value, list) and value:
             for i, v in enumerate(value):
                 visit(f"{key}/{i}", v)
-        elif _is_branch(value):
+        elif isinstance(value, Mapping) and value:
             for k, v in value.items():
                 visit(f"{key}/{k}", v)
+        elif isinstance(value, (Mapping, list)):
+            flat[key] = _EMPTY[list if isinstance(value, list) else dict]
         else:
             flat[key] = value
 
@@ -177,9 +177,12 @@ def rebuild_entries(template: Mapping[str, Any], flat: Mapping[str, Any]) -> dic
     def build(key: str, value: Any) -> Any:
         if isinstance(value, list) and value:
             return [build(f"{key}/{i}", v) for i, v in enumerate(value)]
-        if _is_branch(value):
+        if isinstance(value, Mapping) and value:
             return {k: build(f"{key}/{k}", v) for k, v in value.items()}
-        return flat[key]
+        loaded = flat[key]
+        if isinstance(loaded, str) and loaded in (_EMPTY[dict], _EMPTY[list]):
+            return {} if loaded == _EMPTY[dict] else []
+        return loaded
 
     return {key: build(key, value) for key, value in template.items()}
 
