@@ -41,16 +41,24 @@ def published(root: Path) -> str | None:
     return pointer.read_text().strip() if pointer.exists() else None
 
 
+def replaced(step_dir: Path) -> Path:
+    """Where a re-save of a step moves the old step directory while it renames the new one."""
+    return step_dir.with_name(f".{step_dir.name}.old.tmp")
+
+
 def leftovers(root: Path) -> list[Path]:
     """What saves that died left in `root`: temporary step directories, a temporary pointer,
     and step directories without `.metadata` (a retention delete cut short) other than the one
     LATEST names. Complete step directories newer than LATEST (a save that died between its
     rename and its publish) are not leftovers: they are whole, and the next save of that step
-    replaces them."""
+    replaces them. Nor is the old copy of the step LATEST names while that step is missing (a
+    re-save died between its two renames: `latest_checkpoint` reads the copy)."""
     if not root.is_dir():
         return []
     latest = published(root)
     found = sorted(root.glob(".step_*.tmp"))
+    if latest is not None and not (root / latest / ".metadata").exists():
+        found = [p for p in found if p != replaced(root / latest)]
     found += [p for p in sorted(root.glob("step_*"))
               if p.is_dir() and p.name != latest and not (p / ".metadata").exists()]
     if (root / "LATEST.tmp").exists():

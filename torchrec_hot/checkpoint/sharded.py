@@ -142,7 +142,7 @@ def save_checkpoint(
             phase = "pruning, after the publish"
             files.prune(root, keep)
         dist.barrier()
-    except (RuntimeError, CheckpointException) as e:  # a peer failed or died mid-save
+    except (RuntimeError, OSError, CheckpointException) as e:  # a peer failed or died mid-save
         raise CheckpointError(
             f"rank {rank}: saving step {step} to {final} failed while {phase}, on this or "
             f"another rank ({e}); {root / 'LATEST'} names {files.published(root)}"
@@ -151,10 +151,10 @@ def save_checkpoint(
 
 
 def _move_into_place(root: Path, tmp: Path, final: Path) -> None:
-    """Renames the written `tmp` to `final` (a re-save of the same step moves the old one to a
-    `.tmp` name first, removed after), with the data and both renames fsynced."""
+    """Renames the written `tmp` to `final` (a re-save of the same step moves the old one to
+    `files.replaced(final)` first, removed after), with the data and both renames fsynced."""
     files.fsync_dir(tmp)
-    old = root / f".{final.name}.old.tmp"
+    old = files.replaced(final)
     if final.exists():
         os.rename(final, old)
     os.rename(tmp, final)
@@ -163,11 +163,14 @@ def _move_into_place(root: Path, tmp: Path, final: Path) -> None:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint `<directory>/LATEST` names, or None when there is none yet."""
+    """The checkpoint `<directory>/LATEST` names, or None when there is none yet. (If a re-save
+    of that step died between its two renames, the old copy under its `.old.tmp` name.)"""
     name = files.published(Path(directory))
     if name is None:
         return None
     path = Path(directory) / name
+    if not (path / ".metadata").exists() and (files.replaced(path) / ".metadata").exists():
+        path = files.replaced(path)
     if not (path / ".metadata").exists():
         raise CheckpointError(f"{Path(directory) / 'LATEST'} names {path}, which is not a "
                               "complete checkpoint")
