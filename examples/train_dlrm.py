@@ -18,6 +18,12 @@ result, bit for bit). `--replan-every N` counts the ids trained on (on the input
 every N steps moves the hot rows to the N steps' most used ids, rows and optimizer state
 migrating in memory (the pipeline is drained first and rebuilt after); the logical model is
 unchanged, so `--compare` still finds the weights identical.
+The dense layers train with Adam (`--dense-optimizer sgd` for SGD) under a linear-warmup +
+cosine LR schedule (`--lr-schedule constant` for none); embeddings with row-wise Adagrad fused
+into the backward. `--checkpoint-dir` saves the whole training state every `--checkpoint-every`
+steps (model, fused and dense optimizer state, LR schedule, RNGs, data position; the newest
+`--keep` kept) and resumes from the latest, also at another world size (a note says what
+changes).
 `--compare` trains stock TorchRec and then the hot/cold model on the same batches in one run and
 prints both throughputs and the largest difference between their final logical weights (0 when
 training is bit-identical). gloo on CPU, nccl on GPU (one GPU per rank).
@@ -38,6 +44,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from torchrec.datasets.utils import Batch
 from torchrec.distributed import DistributedModelParallel
@@ -64,6 +77,7 @@ from torchrec_hot import (
     load_checkpoint,
     load_logical_state_dict,
     load_profile,
+    logical_optimizer_state,
     logical_state_dict,
     make_topology,
     make_train_pipeline,
@@ -96,12 +110,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=256, help="samples per rank per step")
     p.add_argument("--alpha", type=float, default=1.05, help="Zipf exponent of the ids")
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.05, help="embeddings (row-wise Adagrad)")
+    p.add_argument("--dense-optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--dense-lr", type=float, help="default: 0.001 for Adam, --lr for SGD")
+    p.add_argument("--lr-schedule", choices=["warmup-cosine", "constant"],
+                   default="warmup-cosine",
+                   help="dense LR: linear warmup over the first 10%% of steps, then cosine to 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank on CPU")
     p.add_argument("--weights-out", help="save the final logical state dict here (rank 0)")
     p.add_argument("--checkpoint-dir", help="sharded checkpoints here; resume from the latest")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    p.add_argument("--keep", type=int, default=2,
+                   help="complete checkpoints kept (the newest; 0 keeps all)")
+    p.add_argument("--state-out", help="save each model's final optimizer states here (rank "
+                   "0; PATH.stock, PATH.hot_cold): embedding (logical layout), dense, LR")
     p.add_argument("--replan-every", type=int, default=0,
                    help="every N steps, move the hot rows to the ids trained most in those steps")
     p.add_argument("--no-pipeline", action="store_true",
@@ -176,6 +199,48 @@ def initial_embeddings(tables: list[EmbeddingBagConfig], seed: int) -> dict[str,
             for t in tables}
 
 
+def dense_optimizer(dmp: nn.Module, args: argparse.Namespace
+                    ) -> tuple[KeyedOptimizerWrapper, LRScheduler]:
+    """The dense layers' optimizer (TorchRec's KeyedOptimizerWrapper: state keyed by parameter
+    name) and its LR schedule, stepped once per training step."""
+    params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    if args.dense_optimizer == "adam":
+        lr = 0.001 if args.dense_lr is None else args.dense_lr
+        dense = KeyedOptimizerWrapper(params, lambda ps: torch.optim.Adam(ps, lr=lr))
+    else:
+        lr = args.lr if args.dense_lr is None else args.dense_lr
+        dense = KeyedOptimizerWrapper(params, lambda ps: torch.optim.SGD(ps, lr=lr))
+    if args.lr_schedule == "constant":
+        return dense, ConstantLR(dense, factor=1.0, total_iters=0)
+    warmup = max(1, args.steps // 10)
+    return dense, SequentialLR(dense, [LinearLR(dense, start_factor=0.1, total_iters=warmup),
+                                       CosineAnnealingLR(dense, max(1, args.steps - warmup))],
+                               milestones=[warmup])
+
+
+def resume(label: str, dmp: nn.Module, ckpt: Path, dense: KeyedOptimizerWrapper,
+           schedule: LRScheduler) -> int:
+    """Loads the latest checkpoint into the model, the dense optimizer, the LR schedule and
+    this rank's RNGs; returns the number of batches already trained on."""
+    progress = load_checkpoint(dmp, ckpt, optimizers={"dense": dense},
+                               lr_schedulers={"dense": schedule})
+    world = dist.get_world_size()
+    if dist.get_rank() == 0:
+        print(f"[{label}] resumed from {latest_checkpoint(ckpt)} at step {progress.step}",
+              file=sys.stderr, flush=True)
+        if progress.saved_world_size not in (world, -1):
+            print(f"[{label}] note: saved by {progress.saved_world_size} ranks, resumed on "
+                  f"{world}: weights and optimizer states are restored exactly, but each rank "
+                  "now reads its own batches from step "
+                  f"{progress.data_position} (other data than the {progress.saved_world_size}"
+                  "-rank run), ranks the checkpoint has no RNG state for keep their seeds, "
+                  "and gradients are averaged over a global batch of "
+                  f"{world} x --batch-size samples (TorchRec's GRADIENT_DIVISION, as DDP): "
+                  "keep ranks x --batch-size fixed to keep the step's scale",
+                  file=sys.stderr, flush=True)
+    return progress.data_position
+
+
 def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch],
           init: dict[str, torch.Tensor], args: argparse.Namespace,
           device: torch.device,
@@ -184,19 +249,15 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
     With --checkpoint-dir it resumes from the latest checkpoint (same batches, same order) and
     saves one every --checkpoint-every steps."""
     dmp = DistributedModelParallel(model, plan=plan, device=device)
+    dense, schedule = dense_optimizer(dmp, args)
     ckpt = Path(args.checkpoint_dir) / label if args.checkpoint_dir else None
     first = 0
     if ckpt is not None and latest_checkpoint(ckpt) is not None:
-        first = load_checkpoint(dmp, ckpt)
-        if dist.get_rank() == 0:
-            print(f"[{label}] resumed from {latest_checkpoint(ckpt)} at step {first}",
-                  file=sys.stderr, flush=True)
+        first = resume(label, dmp, ckpt, dense, schedule)
     else:
         state = logical_state_dict(dmp)
         state.update(init)
         load_logical_state_dict(dmp, state)
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                  lambda params: torch.optim.SGD(params, lr=args.lr))
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
     rank, world = dist.get_rank(), dist.get_world_size()
     counter = None
@@ -220,6 +281,7 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+        schedule.step()
         if counter is not None:
             counter.update(batches[step].sparse_features)
         losses.append(float(loss.detach()))
@@ -240,10 +302,17 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
                           f"{report.tables_moved} tables, {report.seconds * 1e3:.0f} ms",
                           file=sys.stderr)
         if ckpt is not None and (step + 1) % args.checkpoint_every == 0:
-            save_checkpoint(dmp, ckpt, step=step + 1)
+            save_checkpoint(dmp, ckpt, step=step + 1, keep=args.keep,
+                            optimizers={"dense": dense}, lr_schedulers={"dense": schedule},
+                            data_position=step + 1)
     if pipeline is not None:
         drain_pipeline(pipeline)
     dist.barrier()
+    if args.state_out:
+        fused = logical_optimizer_state(dmp)  # collective
+        if rank == 0:
+            torch.save({"embedding": fused, "dense": dense.state_dict(),
+                        "lr": schedule.get_last_lr()}, f"{args.state_out}.{label}")
     seconds = time.perf_counter() - start
     samples_per_s = (len(batches) - warmup) * args.batch_size * world / max(seconds, 1e-9)
     return samples_per_s, logical_state_dict(dmp), float(np.mean(losses[-20:]))

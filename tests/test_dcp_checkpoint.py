@@ -24,6 +24,7 @@ from tests.builders import (
 )
 from tests.dist_utils import run_on_ranks
 from torchrec_hot import apply_hot_plan, make_topology
+from torchrec_hot.checkpoint import files
 from torchrec_hot.checkpoint.gathered import (
     load_logical_state_dict,
     logical_optimizer_state,
@@ -71,7 +72,7 @@ def _save_under_a(rank: int, world: int, seed: int, directory: str) -> dict:
 def _load_under_b(rank: int, world: int, seed: int, directory: str) -> dict:
     tables, _, profile = _setup(seed)
     dmp, plan = _hot_dmp(tables, profile, "B")
-    step = load_checkpoint(dmp, directory)
+    step = load_checkpoint(dmp, directory).step
     w, o = _state(dmp)
     return {"step": step, "weights": w, "optim": o,
             "hot": {t.name: t.hot_ids for t in plan.tables}}
@@ -83,7 +84,7 @@ def _load_stock_world_1(rank: int, world: int, seed: int, directory: str, bad: s
     plan = EmbeddingShardingPlanner(topology=make_topology(1, "cpu"), batch_size=8).plan(
         model, [EmbeddingBagCollectionSharder()])
     dmp = DistributedModelParallel(model, plan=plan, device=CPU)
-    step = load_checkpoint(dmp, directory)
+    step = load_checkpoint(dmp, directory).step
     w, o = _state(dmp)
     try:
         load_checkpoint(dmp, bad)
@@ -143,3 +144,29 @@ def test_missing_and_incomplete_checkpoints_are_refused(tmp_path: Path):
     (tmp_path / "LATEST").write_text("step_00000001")
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         latest_checkpoint(tmp_path)
+
+
+def test_leftovers_retention_and_an_interrupted_resave(tmp_path: Path):
+    def step(name: str, complete: bool = True) -> Path:
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / ".metadata").write_bytes(b"m")
+        return tmp_path / name
+
+    for name, complete in [("step_00000001", True), ("step_00000002", False),
+                           ("step_00000003", True), ("step_00000004", True),
+                           (".step_00000005.tmp", False)]:
+        step(name, complete)
+    (tmp_path / "LATEST").write_text("step_00000003")
+    (tmp_path / "LATEST.tmp").write_text("step_0000")
+    # step 4 is complete but unpublished (died between rename and LATEST): kept
+    assert [p.name for p in files.leftovers(tmp_path)] == [
+        ".step_00000005.tmp", "step_00000002", "LATEST.tmp"]
+    files.remove(files.leftovers(tmp_path))
+    assert [p.name for p in files.prune(tmp_path, keep=1)] == ["step_00000001"]  # not LATEST's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "step_00000003",
+                                                          "step_00000004"]
+    # a re-save of step 3 died between moving the old copy aside and renaming the new one
+    (tmp_path / "step_00000003").rename(files.replaced(tmp_path / "step_00000003"))
+    assert latest_checkpoint(tmp_path) == tmp_path / ".step_00000003.old.tmp"
+    assert files.leftovers(tmp_path) == []

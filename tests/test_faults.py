@@ -1,5 +1,7 @@
-"""Faults: SIGKILL one rank of a 2-rank torchrun job; torchrun restarts it, the job resumes from
-its last checkpoint and ends with the weights of a run that was never killed."""
+"""Faults: SIGKILL one rank of a 2-rank torchrun job (dense layers on Adam under a warmup + cosine
+LR schedule, the example's default); torchrun restarts it, the job resumes from its last
+checkpoint and ends with the weights, the embedding optimizer state, the dense Adam state and the
+LR of a run that was never killed."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def _job(plan: Path, out: Path, seed: str, restarts: int) -> list[str]:
             "--max-restarts", str(restarts), "--monitor-interval", "0.2",
             str(ROOT / "examples" / "train_dlrm.py"), "--plan", str(plan), "--steps", str(STEPS),
             "--batch-size", "64", "--seed", seed, "--checkpoint-dir", str(out / "ckpt"),
-            "--checkpoint-every", str(EVERY), "--weights-out", str(out / "final.pt")]
+            "--checkpoint-every", str(EVERY), "--weights-out", str(out / "final.pt"),
+            "--state-out", str(out / "state.pt")]
 
 
 def _children(pid: int) -> list[int]:
@@ -90,3 +93,15 @@ def test_killed_rank_restarts_from_checkpoint_and_ends_identical(tmp_path: Path)
     assert sorted(a) == sorted(b)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    sa = torch.load(tmp_path / "clean" / "state.pt.hot_cold")
+    sb = torch.load(killed_dir / "state.pt.hot_cold")
+    assert sa["dense"]["state"] and any(sa["embedding"].values())  # Adam moments, Adagrad
+    assert _equal(sa, sb)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return sorted(a) == sorted(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b

@@ -12,7 +12,8 @@ file readers are in `torchrec_hot.data`):
               hot_cold_modules, Placement
   checkpoint  logical_state_dict / load_logical_state_dict, logical_optimizer_state /
               load_logical_optimizer_state (gathered); save_checkpoint / load_checkpoint /
-              latest_checkpoint (sharded DCP), CheckpointError
+              latest_checkpoint (sharded DCP, the whole training state), TrainingProgress,
+              CheckpointError
   runtime     OnlineCounter, rehot_plan, replan, MigrationReport, make_train_pipeline,
               drain_pipeline, replan_pipelined, uses_cache_prefetch, no_restart_on (torchrun),
               BadBatchError
@@ -31,6 +32,7 @@ from torchrec_hot.checkpoint.sharded import (
     load_checkpoint,
     save_checkpoint,
 )
+from torchrec_hot.checkpoint.training_state import TrainingProgress
 from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError, TablePlan
 from torchrec_hot.planner.hot_planner import HotPlanner
 from torchrec_hot.planner.memory import make_topology
@@ -88,6 +90,7 @@ __all__ = [
     "StrategyOptions",
     "TablePlan",
     "TableSpec",
+    "TrainingProgress",
     "all_reduce_profile",
     "apply_hot_plan",
     "build_report",
