@@ -81,6 +81,7 @@ from torchrec_hot import (
     logical_state_dict,
     make_topology,
     make_train_pipeline,
+    no_restart_on,
     rehot_plan,
     replan,
     replan_pipelined,
@@ -318,6 +319,7 @@ def train(label: str, model: nn.Module, plan: ShardingPlan, batches: list[Batch]
     return samples_per_s, logical_state_dict(dmp), float(np.mean(losses[-20:]))
 
 
+@no_restart_on()  # a bad batch, plan or profile ends a torchrun job instead of restarting it
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("torchrec").setLevel(logging.ERROR)
@@ -355,15 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         results["stock TorchRec"] = train("stock", model, plan, batches, init, args, device)
     if hot_plan is not None or profile is not None:
         model = build_model(tables, args)
+        sharding_plan = hot_plan.sharding_plan if hot_plan is not None else None
         if profile is not None:  # TorchRec's way: a ShardingPlanner, collective_plan, DMP
             planner = HotShardingPlanner(make_topology(world, device.type), profile,
                                          hbm_budget_bytes=int(args.hbm_gb * 2**30),
                                          batch_size=args.batch_size, compare_with_stock=False)
-            planner.collective_plan(model)
+            sharding_plan = planner.collective_plan(model)
             hot_plan = planner.hot_plan
         if rank == 0:
             print(format_report(build_report(hot_plan)), flush=True)
-        sharding_plan = hot_plan.sharding_plan
         if device.type == "cpu" and hot_plan.compute_device != "cpu":
             sharding_plan = retarget_sharding_plan(sharding_plan, "cpu")
         model = apply_hot_plan(model, hot_plan)
