@@ -360,8 +360,11 @@ class PopularityProfile:
                 )
                 for k in ks
             ]
-        if rate == 1.0:
-            return exact_hot_shares(self.counts(table, window), ks)
+        if rate == 1.0:  # rows never counted add nothing: the nonzero counts are enough
+            if len(windows) == 1:
+                return exact_hot_shares(windows[0].counters[table].nonzero()[1], ks)
+            counts = self.counts(table, window)
+            return exact_hot_shares(counts[counts != 0], ks)
         raw = sum(w.counters[table].counts() for w in windows)
         return [sampled_hot_share(raw, k, rate, deff) for k in ks]
 
