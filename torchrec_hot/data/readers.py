@@ -26,10 +26,13 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchrec import KeyedJaggedTensor
+
+if TYPE_CHECKING:
+    from torchrec import KeyedJaggedTensor
 
 from torchrec_hot.data.chunk import FeatureIds, IdChunk
 
@@ -326,6 +329,8 @@ def _arrow_column(batch, name: str, path: Path) -> FeatureIds:
 # ---- KJTs and TorchRec Batches ----------------------------------------------------------
 def kjt_source(batches: Iterable[KeyedJaggedTensor | object]) -> Iterator[IdChunk]:
     """One chunk per KJT or TorchRec `Batch` (its `sparse_features`) of `batches`."""
+    from torchrec import KeyedJaggedTensor  # here: file input never imports TorchRec
+
     for b in batches:
         kjt = b if isinstance(b, KeyedJaggedTensor) else getattr(b, "sparse_features", None)
         if not isinstance(kjt, KeyedJaggedTensor):

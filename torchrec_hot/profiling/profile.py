@@ -24,12 +24,11 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
 from torchrec_hot.data.chunk import (
     IdChunk,
@@ -52,8 +51,10 @@ from torchrec_hot.profiling.stats import (
     sketch_hot_share,
 )
 from torchrec_hot.profiling.trace import IdTrace
-from torchrec_hot.tables.modules import model_tables
 from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
+
+if TYPE_CHECKING:  # TorchRec is imported where used: the `profile` command never needs it
+    from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
 DEFAULT_WINDOW = "default"
 DEFAULT_TRACE_IDS = 1 << 21
@@ -144,6 +145,8 @@ class PopularityProfile:
         """A profile of every table of every embedding module of `model` (EBCs, weighted
         or not, and EmbeddingCollections: `tables.modules.model_tables`); `kwargs` as for
         the constructor. Feed it each batch's KJTs together (`update`)."""
+        from torchrec_hot.tables.modules import model_tables
+
         tables = [c for configs in model_tables(model).values() for c in configs]
         return cls(tables, **kwargs)
 
