@@ -14,8 +14,8 @@ sketch offsets and sums of squares, the trace's runs) and arrays:
   trace_ids_{i}, trace_offsets_{i} table i's trace ids of all runs (int32 when the table has
                                    fewer than 2^31 rows, else int64), and per run its
                                    (num_batches + 1) offsets
-Version 2 (torchrec-hot 0.2): the same with dense int32/int64 counts, no `layouts`, int64 trace
-ids. Version 1 (torchrec-hot 0.1): one exact int64 `counts_{i}` per table and `num_batches`,
+Version 2 (before sparse counts): the same with dense int32/int64 counts, no `layouts`, int64
+trace ids. Version 1 (torchrec-hot 0.1): one exact int64 `counts_{i}` per table and `num_batches`,
 `num_samples`; it loads as one window named "default".
 """
 
