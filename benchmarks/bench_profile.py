@@ -191,9 +191,11 @@ def run_cli(path: Path, src: Path, out: Path) -> dict:
     seconds = time.perf_counter() - start
     rss = [int(line.split()[-1]) * 1024 for line in done.stderr.splitlines()
            if "Maximum resident set size" in line]
+    cpu = sum(float(line.split()[-1]) for line in done.stderr.splitlines()
+              if "User time (seconds)" in line or "System time (seconds)" in line)
     rows = np.load(path, mmap_mode="r").shape[0]
     return {"ids": rows * 26, "seconds": seconds, "peak_rss": rss[0] if rss else float("nan"),
-            "load_before": load}
+            "cpu": cpu if rss else float("nan"), "load_before": load}
 
 
 def run_method(name: str, path: Path, src: Path = ROOT, arg: str | None = None) -> dict:
@@ -356,19 +358,21 @@ def format_cli(args, path: Path, cli: dict) -> str:
         f"(process start to exit, {ids:,} ids, {args.samples:,} samples x 26 int32 columns, "
         f"{path.stat().st_size / 2**30:.2f} GiB from the page cache; 2 cores shared with other "
         "jobs, so each row gives the best and the median of its runs, which alternate between "
-        "trees, and the machine's 1-minute load average before its best run):",
+        "trees, their median CPU time (user + system, all threads: less sensitive to other jobs "
+        "than the wall clock) and the machine's 1-minute load average before the best run):",
         "",
-        "| tree | runs | best s | best M ids/s | median s | median M ids/s | peak RSS (GiB) "
-        "| load avg |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| tree | runs | best s | best M ids/s | median s | median M ids/s | median CPU s "
+        "| peak RSS (GiB) | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in cli.items():
         secs = sorted(x["seconds"] for x in r["runs"])
         best = min(r["runs"], key=lambda x: x["seconds"])
         med = float(np.median(secs))
         rss = max(x["peak_rss"] for x in r["runs"])
+        cpu = float(np.median([x["cpu"] for x in r["runs"]]))
         lines.append(f"| {name} | {len(secs)} | {secs[0]:.1f} | {ids / secs[0] / 1e6:.1f} | "
-                     f"{med:.1f} | {ids / med / 1e6:.1f} | {rss / 2**30:.2f} | "
+                     f"{med:.1f} | {ids / med / 1e6:.1f} | {cpu:.1f} | {rss / 2**30:.2f} | "
                      f"{best['load_before']:.1f} |")
     lines += [
         "",
