@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
+from tests.builders.profiles import assert_same_profile
 from torchrec_hot import (
     PopularityProfile,
     ProfileFormatError,
@@ -43,25 +44,6 @@ def _kjt(tables, batch, rng):
         keys=keys, values=torch.from_numpy(np.concatenate(values)),
         lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32)),
     )
-
-
-def _assert_same(a: PopularityProfile, b: PopularityProfile) -> None:
-    assert a.tables == b.tables and a.windows == b.windows
-    assert (a.num_samples, a.num_batches) == (b.num_samples, b.num_batches)
-    for w in a.windows:
-        for t in a.tables:
-            np.testing.assert_array_equal(a.counts(t.name, w), b.counts(t.name, w))
-            assert a.lookups(t.name, w) == b.lookups(t.name, w)
-            assert a.error_bound(t.name, w) == b.error_bound(t.name, w)
-            assert a.window_data(w).sum_sq[t.name] == b.window_data(w).sum_sq[t.name]
-    ra, rb = a.trace.runs, b.trace.runs
-    assert [(r.key, r.window, r.batch_samples) for r in ra] == [
-        (r.key, r.window, list(r.batch_samples)) for r in rb
-    ]
-    for x, y in zip(ra, rb, strict=True):
-        for t in a.tables:
-            for bx, by in zip(x.batches(t.name), y.batches(t.name), strict=True):
-                np.testing.assert_array_equal(bx, by)
 
 
 def test_windows_count_separately_and_add_up():
@@ -100,9 +82,9 @@ def test_roundtrip_with_windows_sketches_sampling_and_trace(tmp_path: Path):
     path = tmp_path / "p.npz"
     save_profile(profile, path)
     loaded = load_profile(path)
-    _assert_same(profile, loaded)
+    assert_same_profile(profile, loaded)
     assert loaded.sample_rate == 0.5 and loaded.sketch_capacity("t2") == 300
-    assert json.loads(str(np.load(path)["meta"]))["format_version"] == FORMAT_VERSION == 2
+    assert json.loads(str(np.load(path)["meta"]))["format_version"] == FORMAT_VERSION == 3
 
 
 def test_version_1_files_still_load(tmp_path: Path):
@@ -173,7 +155,7 @@ def test_merge_equals_profiling_everything_in_one(splits, seed):
     merged = merge_profiles(*jobs)
     assert sorted(merged.windows) == sorted(whole.windows)
     merged.reorder_windows(whole.windows)
-    _assert_same(whole, merged)
+    assert_same_profile(whole, merged)
 
 
 def test_merge_refuses_incompatible_profiles():

@@ -20,99 +20,74 @@ file readers are in `torchrec_hot.data`):
   report      build_report, format_report
 """
 
-from torchrec_hot.checkpoint.gathered import (
-    load_logical_optimizer_state,
-    load_logical_state_dict,
-    logical_optimizer_state,
-    logical_state_dict,
-)
-from torchrec_hot.checkpoint.sharded import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from torchrec_hot.checkpoint.training_state import TrainingProgress
-from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError, TablePlan
-from torchrec_hot.planner.hot_planner import HotPlanner
-from torchrec_hot.planner.memory import make_topology
-from torchrec_hot.planner.placement import PlanDoesNotFitError
-from torchrec_hot.planner.plan_io import retarget_sharding_plan
-from torchrec_hot.planner.sharding_planner import HotShardingPlanner
-from torchrec_hot.planner.strategy.cache_stats import ProfileCacheStatistics
-from torchrec_hot.planner.strategy.cost_model import A100, H100, V100, HardwareSpec
-from torchrec_hot.planner.strategy.evaluation import StrategyOptions
-from torchrec_hot.planner.strategy.types import Strategy
-from torchrec_hot.profiling.distributed import all_reduce_profile
-from torchrec_hot.profiling.io import ProfileFormatError, load_profile, save_profile
-from torchrec_hot.profiling.merge import merge_profiles
-from torchrec_hot.profiling.profile import PopularityProfile
-from torchrec_hot.report.rows import build_report
-from torchrec_hot.report.text import format_report
-from torchrec_hot.runtime.elastic import no_restart_on
-from torchrec_hot.runtime.migrate import MigrationReport, replan
-from torchrec_hot.runtime.online import OnlineCounter
-from torchrec_hot.runtime.pipeline import (
-    drain_pipeline,
-    make_train_pipeline,
-    replan_pipelined,
-    uses_cache_prefetch,
-)
-from torchrec_hot.runtime.rehot import rehot_plan
-from torchrec_hot.sharding.agree import BadBatchError
-from torchrec_hot.sharding.apply import apply_hot_plan, hot_cold_modules
-from torchrec_hot.sharding.hot_cold_ebc import HotColdEmbeddingBagCollection
-from torchrec_hot.sharding.hot_cold_ec import HotColdEmbeddingCollection
-from torchrec_hot.tables.spec import TableSpec
-from torchrec_hot.tables.split import Placement
+# Names load on first use (PEP 562): `import torchrec_hot` alone, or the `profile` command,
+# does not import TorchRec (~2 s); each public name is still imported from here.
 
-__all__ = [
-    "A100",
-    "H100",
-    "V100",
-    "BadBatchError",
-    "CheckpointError",
-    "HardwareSpec",
-    "HotColdEmbeddingBagCollection",
-    "HotColdEmbeddingCollection",
-    "HotPlan",
-    "HotPlanner",
-    "HotShardingPlanner",
-    "MigrationReport",
-    "OnlineCounter",
-    "Placement",
-    "PlanDoesNotFitError",
-    "PlanFormatError",
-    "PopularityProfile",
-    "ProfileCacheStatistics",
-    "ProfileFormatError",
-    "Strategy",
-    "StrategyOptions",
-    "TablePlan",
-    "TableSpec",
-    "TrainingProgress",
-    "all_reduce_profile",
-    "apply_hot_plan",
-    "build_report",
-    "drain_pipeline",
-    "format_report",
-    "hot_cold_modules",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "load_logical_optimizer_state",
-    "load_logical_state_dict",
-    "load_profile",
-    "logical_optimizer_state",
-    "logical_state_dict",
-    "make_topology",
-    "make_train_pipeline",
-    "merge_profiles",
-    "no_restart_on",
-    "rehot_plan",
-    "replan",
-    "replan_pipelined",
-    "retarget_sharding_plan",
-    "save_checkpoint",
-    "save_profile",
-    "uses_cache_prefetch",
-]
+import importlib
+
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "torchrec_hot.checkpoint.gathered": (
+        "load_logical_optimizer_state",
+        "load_logical_state_dict",
+        "logical_optimizer_state",
+        "logical_state_dict",
+    ),
+    "torchrec_hot.checkpoint.sharded": (
+        "CheckpointError",
+        "latest_checkpoint",
+        "load_checkpoint",
+        "save_checkpoint",
+    ),
+    "torchrec_hot.checkpoint.training_state": ("TrainingProgress",),
+    "torchrec_hot.planner.hot_plan": ("HotPlan", "PlanFormatError", "TablePlan"),
+    "torchrec_hot.planner.hot_planner": ("HotPlanner",),
+    "torchrec_hot.planner.memory": ("make_topology",),
+    "torchrec_hot.planner.placement": ("PlanDoesNotFitError",),
+    "torchrec_hot.planner.plan_io": ("retarget_sharding_plan",),
+    "torchrec_hot.planner.sharding_planner": ("HotShardingPlanner",),
+    "torchrec_hot.planner.strategy.cache_stats": ("ProfileCacheStatistics",),
+    "torchrec_hot.planner.strategy.cost_model": ("A100", "H100", "V100", "HardwareSpec"),
+    "torchrec_hot.planner.strategy.evaluation": ("StrategyOptions",),
+    "torchrec_hot.planner.strategy.types": ("Strategy",),
+    "torchrec_hot.profiling.distributed": ("all_reduce_profile",),
+    "torchrec_hot.profiling.io": ("ProfileFormatError", "load_profile", "save_profile"),
+    "torchrec_hot.profiling.merge": ("merge_profiles",),
+    "torchrec_hot.profiling.profile": ("PopularityProfile",),
+    "torchrec_hot.report.rows": ("build_report",),
+    "torchrec_hot.report.text": ("format_report",),
+    "torchrec_hot.runtime.elastic": ("no_restart_on",),
+    "torchrec_hot.runtime.migrate": ("MigrationReport", "replan"),
+    "torchrec_hot.runtime.online": ("OnlineCounter",),
+    "torchrec_hot.runtime.pipeline": (
+        "drain_pipeline",
+        "make_train_pipeline",
+        "replan_pipelined",
+        "uses_cache_prefetch",
+    ),
+    "torchrec_hot.runtime.rehot": ("rehot_plan",),
+    "torchrec_hot.sharding.agree": ("BadBatchError",),
+    "torchrec_hot.sharding.apply": ("apply_hot_plan", "hot_cold_modules"),
+    "torchrec_hot.sharding.hot_cold_ebc": ("HotColdEmbeddingBagCollection",),
+    "torchrec_hot.sharding.hot_cold_ec": ("HotColdEmbeddingCollection",),
+    "torchrec_hot.tables.spec": ("TableSpec",),
+    "torchrec_hot.tables.split": ("Placement",),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+        globals()[name] = value
+        return value
+    try:  # a subpackage, as `import torchrec_hot` alone used to make available
+        return importlib.import_module(f"torchrec_hot.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"torchrec_hot.{name}":
+            raise
+        raise AttributeError(f"module 'torchrec_hot' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,29 +21,28 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 # torch.fx warns at import time that TorchRec calls a deprecated helper; not the user's concern.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
-import torch  # noqa: E402
-
 from torchrec_hot.cli import profiling as commands  # noqa: E402
-from torchrec_hot.planner.hot_plan import HotPlan, PlanFormatError  # noqa: E402
-from torchrec_hot.planner.hot_planner import RANK_ROWS_BY, HotPlanner  # noqa: E402
-from torchrec_hot.planner.memory import GIB, make_topology  # noqa: E402
-from torchrec_hot.planner.placement import PlanDoesNotFitError  # noqa: E402
-from torchrec_hot.planner.strategy.cost_model import A100, H100, V100  # noqa: E402
-from torchrec_hot.planner.strategy.evaluation import StrategyOptions  # noqa: E402
-from torchrec_hot.profiling.io import ProfileFormatError, load_profile  # noqa: E402
-from torchrec_hot.report.rows import build_report  # noqa: E402
-from torchrec_hot.report.text import format_report  # noqa: E402
+from torchrec_hot.profiling.io import load_profile  # noqa: E402
 from torchrec_hot.tables.spec import TableSpec  # noqa: E402
 
+# The planner, the report and TorchRec are imported by the commands that use them: `profile`
+# never imports TorchRec (about 2 s of a run's start-up, docs/BENCHMARKS.md).
+if TYPE_CHECKING:
+    import torch
+
+    from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+
 _OPTIMIZERS = ("rowwise_adagrad", "sgd", "adam", "none")
-HARDWARE = {"h100": H100, "a100": A100, "v100": V100}
+HARDWARE = ("a100", "h100", "v100")  # planner.strategy.cost_model's specs, by name
 
 
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer] | None:
+    import torch
     from torchrec.optim import RowWiseAdagrad
 
     return {
@@ -55,6 +54,11 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer] | None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from torchrec_hot.planner.hot_planner import HotPlanner
+    from torchrec_hot.planner.memory import GIB, make_topology
+    from torchrec_hot.report.rows import build_report
+    from torchrec_hot.report.text import format_report
+
     profile = load_profile(args.profile)
     dims = args.embedding_dim
     tables = [
@@ -121,9 +125,12 @@ def _strategy_options(args: argparse.Namespace) -> StrategyOptions | None:
     """Per-table strategies when asked for (`--strategies`, or implied by `--holdout`)."""
     if not (args.strategies or args.holdout):
         return None
+    from torchrec_hot.planner.strategy import cost_model
+    from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+
     holdout = load_profile(args.holdout) if args.holdout else None
     return StrategyOptions(
-        hardware=HARDWARE[args.hardware],
+        hardware=getattr(cost_model, args.hardware.upper()),
         look_ahead=args.look_ahead,
         holdout=holdout,
         dense_ms=args.dense_ms,
@@ -131,6 +138,10 @@ def _strategy_options(args: argparse.Namespace) -> StrategyOptions | None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from torchrec_hot.planner.hot_plan import HotPlan
+    from torchrec_hot.report.rows import build_report
+    from torchrec_hot.report.text import format_report
+
     print(format_report(build_report(HotPlan.from_json(args.plan))))
     return 0
 
@@ -189,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-module", action="append", default=[], metavar="PATH=T1,T2",
                    help="these tables are the EmbeddingCollection at PATH (repeatable)")
     p.add_argument("--no-stock", action="store_true", help="skip the stock TorchRec plan")
-    p.add_argument("--rank-rows-by", choices=RANK_ROWS_BY, default="counts",
+    p.add_argument("--rank-rows-by", choices=("counts", "expected"), default="counts",
                    help="a row's worth when tables compete for the budget: its profiled "
                    "lookups, or its Good-Turing expected lookups in new input")
     s = p.add_argument_group("per-table strategies (static split, UVM cache, look-forward)")
@@ -221,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return int(args.func(args))
-    except (ProfileFormatError, PlanFormatError, PlanDoesNotFitError, ValueError, KeyError) as e:
+    # ProfileFormatError, PlanFormatError and PlanDoesNotFitError are ValueErrors
+    except (ValueError, KeyError) as e:
         print(f"torchrec-hot {args.command}: error: {e}", file=sys.stderr)
         return 2
 

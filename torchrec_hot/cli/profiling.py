@@ -17,8 +17,7 @@ from tqdm import tqdm
 
 from torchrec_hot.data.chunk import FeatureIds, IdChunk, IdOutOfRangeError
 from torchrec_hot.data.readers import DEFAULT_CHUNK_SAMPLES, FORMATS, Source, open_source
-from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables
-from torchrec_hot.data.workloads import window_batches
+from torchrec_hot.data.synthetic import WORKLOADS, criteo_tables, workload_rows
 from torchrec_hot.profiling.distributed import all_reduce_profile
 from torchrec_hot.profiling.io import load_profile, save_profile
 from torchrec_hot.profiling.merge import merge_profiles
@@ -94,7 +93,7 @@ def _tables_for_files(args: argparse.Namespace, source: Source) -> list[TableSpe
     if args.rows:
         rows = [int(r) for r in args.rows.split(",")]
     elif args.workload:
-        rows = [c.num_embeddings for c in criteo_tables(args.workload, args.scale, dim)]
+        rows = workload_rows(args.workload, args.scale)
     else:
         rows = _infer_rows(source, args.chunk_samples)
         print(f"rows per column inferred from the input (max id + 1): {rows}", file=sys.stderr)
@@ -218,6 +217,8 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args, tables: list[TableSpec], rank: int, world: int):
+    from torchrec_hot.data.workloads import window_batches  # TorchRec: KJTs
+
     configs = criteo_tables(args.synthetic, args.scale, args.embedding_dim)
     drift = [t for t in args.drift_tables.split(",") if t]
     batches = window_batches(

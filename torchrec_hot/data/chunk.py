@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchrec import KeyedJaggedTensor
+
+if TYPE_CHECKING:
+    from torchrec import KeyedJaggedTensor
 
 from torchrec_hot.tables.spec import TableSpec
 
@@ -87,6 +90,8 @@ def batch_kjts(batch: object) -> list[KeyedJaggedTensor]:
     """The KJTs of one training batch: a KJT; a TorchRec `Batch` (`sparse_features`); a
     TorchRec test `ModelInput` (`idlist_features` and `idscore_features`, the unweighted and
     weighted features of one batch); or a sequence of KJTs of the same samples."""
+    from torchrec import KeyedJaggedTensor  # here: file input never imports TorchRec
+
     if isinstance(batch, KeyedJaggedTensor):
         return [batch]
     if isinstance(batch, list | tuple) and all(isinstance(k, KeyedJaggedTensor) for k in batch):

@@ -8,9 +8,12 @@ millions of rows; `workloads.py` maps ranks to ids and builds the batches.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torchrec import EmbeddingBagConfig
+
+if TYPE_CHECKING:
+    from torchrec import EmbeddingBagConfig
 
 # Sparse feature cardinalities, in feature order (public; see DESIGN.md).
 CRITEO_KAGGLE: tuple[int, ...] = (
@@ -80,19 +83,27 @@ def criteo_tables(
 ) -> list[EmbeddingBagConfig]:
     """One `EmbeddingBagConfig` per sparse feature (`t_cat_i` / feature `cat_i`), every table's
     row count multiplied by `scale` (at least 1 row)."""
-    if workload not in WORKLOADS:
-        raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}")
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    from torchrec import EmbeddingBagConfig
+
     return [
         EmbeddingBagConfig(
             name=f"t_cat_{i}",
             embedding_dim=embedding_dim,
-            num_embeddings=max(1, int(round(n * scale))),
+            num_embeddings=n,
             feature_names=[f"cat_{i}"],
         )
-        for i, n in enumerate(WORKLOADS[workload])
+        for i, n in enumerate(workload_rows(workload, scale))
     ]
+
+
+def workload_rows(workload: str = "criteo-kaggle", scale: float = 1.0) -> list[int]:
+    """Rows of each of `workload`'s tables, multiplied by `scale` (at least 1 row); what
+    `criteo_tables` builds, without importing TorchRec."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r}; choose from {sorted(WORKLOADS)}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    return [max(1, int(round(n * scale))) for n in WORKLOADS[workload]]
 
 
 def zipf_ranks(num_rows: int, alpha: float, size: int, rng: np.random.Generator) -> np.ndarray:

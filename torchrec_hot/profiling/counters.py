@@ -25,7 +25,9 @@ per tracked id (int64 id + int64 count).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -47,6 +49,8 @@ class ExactCounter:
         self.num_rows = int(num_rows)
         self._counts = torch.zeros(self.num_rows, dtype=torch.int32)
         self.total = 0
+        self._version = 0  # bumped by every change to the counts
+        self._nonzero: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def add(self, ids: torch.Tensor) -> None:
         """Counts `ids` (1-D int32/int64 tensor, every value already checked in range)."""
@@ -61,6 +65,7 @@ class ExactCounter:
             ones = torch.ones(1, dtype=self._counts.dtype).expand(n)
             self._counts.index_add_(0, ids, ones)
         self.total += n
+        self._version += 1
 
     def add_counts(self, counts: np.ndarray) -> None:
         """Adds a whole count vector (length num_rows, any int dtype)."""
@@ -69,6 +74,7 @@ class ExactCounter:
         if self._counts.dtype == torch.int32 and self.total > _INT32_LIMIT:
             self._counts = self._counts.to(torch.int64)
         self._counts += extra.to(self._counts.dtype)
+        self._version += 1
 
     def counts(self) -> np.ndarray:
         """Lookups per row: int64 array of length num_rows (a copy)."""
@@ -78,14 +84,41 @@ class ExactCounter:
         """The counters as stored (int32 or int64), not copied."""
         return self._counts.numpy()
 
+    def nonzero(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, counts) of the rows counted at least once: rows int64 ascending, counts as
+        stored (int32 or int64). Kept until the next change, so a summary and a save of the
+        same counts find the rows once (one pass over num_rows, ~0.2 s per 50M rows)."""
+        if self._nonzero is None or self._nonzero[0] != self._version:
+            raw = self.raw()
+            rows = np.flatnonzero(raw)
+            self._nonzero = (self._version, rows, raw[rows])
+        return self._nonzero[1], self._nonzero[2]
+
     @property
     def nbytes(self) -> int:
         return int(self._counts.numel() * self._counts.element_size())
 
     @staticmethod
     def from_counts(counts: np.ndarray) -> ExactCounter:
+        """A counter holding `counts` (length num_rows, non-negative, any int dtype; copied)."""
         counter = ExactCounter(counts.shape[0])
-        counter.add_counts(counts)
+        counter.total = int(counts.sum(dtype=np.int64))
+        dtype = np.int32 if counter.total <= _INT32_LIMIT else np.int64
+        counter._counts = torch.from_numpy(np.array(counts, dtype=dtype))
+        counter._version += 1
+        return counter
+
+    @staticmethod
+    def from_nonzero(num_rows: int, rows: np.ndarray, counts: np.ndarray) -> ExactCounter:
+        """A counter of `num_rows` rows whose rows `rows` (distinct, in range: the caller
+        checks) hold `counts` (non-negative ints) and every other row 0; counts are scattered
+        straight into the int32 (or, past 2^31 lookups, int64) counters, no int64 detour."""
+        counter = ExactCounter(num_rows)
+        counter.total = int(counts.sum(dtype=np.int64))
+        if counter.total > _INT32_LIMIT:
+            counter._counts = torch.zeros(counter.num_rows, dtype=torch.int64)
+        counter.raw()[rows] = counts
+        counter._version += 1
         return counter
 
 
@@ -192,6 +225,22 @@ class HeavyHitterSketch:
 
 
 Counter = ExactCounter | HeavyHitterSketch
+
+
+def find_nonzero(counters: Sequence[Counter], threads: int | None = None) -> None:
+    """Finds the counted rows of every exact counter of `counters` (`ExactCounter.nonzero`,
+    kept until the counter changes) on `threads` threads (default min(2, CPUs); numpy's
+    nonzero releases the GIL), largest tables first."""
+    exact = sorted(
+        (c for c in counters if isinstance(c, ExactCounter)), key=lambda c: -c.num_rows
+    )
+    threads = threads or min(2, os.cpu_count() or 1)
+    if threads <= 1 or len(exact) < 2:
+        for c in exact:
+            c.nonzero()
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="torchrec-hot-nonzero") as pool:
+        list(pool.map(ExactCounter.nonzero, exact))
 
 
 def plan_sketch_capacities(

@@ -1,14 +1,21 @@
-"""Profile files: one `.npz` (no pickles), format version 2; version-1 files still load.
+"""Profile files: one uncompressed `.npz` (no pickles), format version 3; files of versions 1
+and 2 still load, others fail with `ProfileFormatError`.
 
-Layout of version 2: `meta` (JSON: magic, format_version, tables, per-table sketch capacity,
-sample rate, seed, windows with their counters of input and per-table totals, sketch offsets and
-sums of squares, the trace's runs) and arrays:
-  w{j}_counts_{i}                  exact counts of table i in window j (int32 or int64)
+Layout of version 3: `meta` (JSON: magic, format_version, tables, per-table sketch capacity,
+sample rate, seed, windows with their counters of input and per-table totals, counts layouts,
+sketch offsets and sums of squares, the trace's runs) and arrays:
+  w{j}_counts_{i} [, w{j}_rows_{i}]  exact counts of table i in window j, "dense" (one count per
+                                   row) or "sparse" (ascending rows counted at least once and
+                                   their counts), as the window's `layouts[i]` says, with the
+                                   narrowest count dtype (`count_codec`: exact counts take
+                                   bytes in proportion to the rows counted, not to all rows)
   w{j}_ids_{i}, w{j}_counters_{i}  a sketched table's tracked ids (sorted) and counters (int64)
   trace_batch_samples              samples per batch of every trace run, run after run
-  trace_ids_{i}, trace_offsets_{i} table i's trace ids of all runs, and per run its
+  trace_ids_{i}, trace_offsets_{i} table i's trace ids of all runs (int32 when the table has
+                                   fewer than 2^31 rows, else int64), and per run its
                                    (num_batches + 1) offsets
-Version 1 (torchrec-hot 0.1): one exact int64 `counts_{i}` per table and `num_batches`,
+Version 2 (before sparse counts): the same with dense int32/int64 counts, no `layouts`, int64
+trace ids. Version 1 (torchrec-hot 0.1): one exact int64 `counts_{i}` per table and `num_batches`,
 `num_samples`; it loads as one window named "default".
 """
 
@@ -20,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch
+from torchrec_hot.profiling.count_codec import decode_counts, encode_counts
+from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch, find_nonzero
 from torchrec_hot.profiling.profile import DEFAULT_WINDOW, PopularityProfile, Window
 from torchrec_hot.profiling.trace import TraceRun
 from torchrec_hot.tables.spec import TableSpec
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAGIC = "torchrec-hot-profile"
 
 
@@ -35,21 +43,28 @@ class ProfileFormatError(ValueError):
 
 
 def save_profile(profile: PopularityProfile, path: str | Path) -> None:
-    """Writes `profile` to one `.npz` file at `path`."""
+    """Writes `profile` to one `.npz` file at `path` (format `FORMAT_VERSION`)."""
     specs = profile.tables
     arrays: dict[str, np.ndarray] = {}
+    find_nonzero(
+        [c for n in profile.windows for c in profile.window_data(n).counters.values()]
+    )
     windows = []
     for j, name in enumerate(profile.windows):
         w = profile.window_data(name)
-        offsets = []
+        offsets, layouts = [], []
         for i, t in enumerate(specs):
             counter = w.counters[t.name]
             if isinstance(counter, ExactCounter):
-                arrays[f"w{j}_counts_{i}"] = counter.raw()
+                layout, parts = encode_counts(counter)
+                for part, a in parts.items():
+                    arrays[f"w{j}_{part}_{i}"] = a
+                layouts.append(layout)
                 offsets.append(0)
             else:
                 arrays[f"w{j}_ids_{i}"] = counter.ids
                 arrays[f"w{j}_counters_{i}"] = counter.counters
+                layouts.append("sketch")
                 offsets.append(counter.offset)
         windows.append(
             {
@@ -59,6 +74,7 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
                 "num_batches": w.num_batches,
                 "sampled_samples": w.sampled_samples,
                 "totals": [w.counters[t.name].total for t in specs],
+                "layouts": layouts,
                 "sketch_offsets": offsets,
                 "sum_sq": [w.sum_sq[t.name] for t in specs],
             }
@@ -69,7 +85,8 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
             [np.asarray(r.batch_samples, dtype=np.int64) for r in runs]
         )
         for i, t in enumerate(specs):
-            arrays[f"trace_ids_{i}"] = np.concatenate([r.ids[t.name] for r in runs])
+            ids = np.concatenate([r.ids[t.name] for r in runs])
+            arrays[f"trace_ids_{i}"] = ids.astype(np.int32) if t.num_embeddings <= 2**31 else ids
             arrays[f"trace_offsets_{i}"] = np.concatenate([r.offsets[t.name] for r in runs])
     meta = {
         "magic": MAGIC,
@@ -99,8 +116,9 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
 
 
 def load_profile(path: str | Path) -> PopularityProfile:
-    """Reads a profile written by `save_profile` (format 1 or 2); raises `ProfileFormatError`
-    naming the problem on a missing, truncated, corrupt or foreign file."""
+    """Reads a profile written by `save_profile` (format 1, 2 or 3); raises
+    `ProfileFormatError`, one line naming the file and the problem, on a missing, truncated,
+    corrupt or foreign file."""
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
@@ -114,7 +132,7 @@ def load_profile(path: str | Path) -> PopularityProfile:
                 )
             if version == 1:
                 return _load_v1(path, meta, data)
-            return _load_v2(path, meta, data)
+            return _load_v2(path, meta, data, version)
     except ProfileFormatError:
         raise
     except FileNotFoundError as e:
@@ -156,7 +174,8 @@ def _load_v1(path, meta: dict, data) -> PopularityProfile:
     return profile
 
 
-def _load_v2(path, meta: dict, data) -> PopularityProfile:
+def _load_v2(path, meta: dict, data, version: int) -> PopularityProfile:
+    """Formats 2 and 3 (3: `layouts` per window, narrowed and sparse counts, int32 traces)."""
     specs = [TableSpec.from_json(t) for t in meta["tables"]]
     capacities = meta["sketch_capacities"]
     trace_meta = meta["trace"]
@@ -180,19 +199,17 @@ def _load_v2(path, meta: dict, data) -> PopularityProfile:
             what = f"window {w.name!r} table {spec.name!r}"
             total = int(wm["totals"][i])
             if capacities[i] is None:
-                counts = _array(
-                    path,
-                    data,
-                    f"w{j}_counts_{i}",
-                    (spec.num_embeddings,),
-                    (np.int32, np.int64),
-                    f"counts of {what}",
-                )
-                counter = ExactCounter.from_counts(counts)
-                if counter.total != total or (counts < 0).any():
-                    raise ProfileFormatError(
-                        f"{path}: counts of {what} add up to {counter.total}, the file says {total}"
-                    )
+                layout = wm["layouts"][i] if version >= 3 else "dense"
+                if version < 3:  # format 2: dense int32/int64 only
+                    counts = _array(path, data, f"w{j}_counts_{i}", (spec.num_embeddings,),
+                                    (np.int32, np.int64), f"counts of {what}")
+                else:
+                    counts = np.asarray(data[f"w{j}_counts_{i}"])
+                rows = np.asarray(data[f"w{j}_rows_{i}"]) if layout == "sparse" else None
+                try:
+                    counter = decode_counts(layout, spec.num_embeddings, rows, counts, total)
+                except ValueError as e:
+                    raise ProfileFormatError(f"{path}: {what}: {e}") from e
             else:
                 ids = _array(
                     path, data, f"w{j}_ids_{i}", None, (np.int64,), f"sketch ids of {what}"
@@ -261,7 +278,9 @@ def _load_trace(path, profile: PopularityProfile, specs, trace_meta: dict, data)
             (np.int64,),
             f"trace offsets of table {spec.name!r}",
         )
-        ids = _array(path, data, f"trace_ids_{i}", None, (np.int64,), f"trace of {spec.name!r}")
+        ids = _array(
+            path, data, f"trace_ids_{i}", None, (np.int32, np.int64), f"trace of {spec.name!r}"
+        ).astype(np.int64, copy=False)
         o0 = i0 = 0
         for run in runs:
             offs = offsets[o0 : o0 + run.num_batches + 1]

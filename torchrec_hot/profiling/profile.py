@@ -24,12 +24,11 @@ import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
 from torchrec_hot.data.chunk import (
     IdChunk,
@@ -52,8 +51,10 @@ from torchrec_hot.profiling.stats import (
     sketch_hot_share,
 )
 from torchrec_hot.profiling.trace import IdTrace
-from torchrec_hot.tables.modules import model_tables, stock_sharded_features
 from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
+
+if TYPE_CHECKING:  # TorchRec is imported where used: the `profile` command never needs it
+    from torchrec import EmbeddingBagConfig, KeyedJaggedTensor
 
 DEFAULT_WINDOW = "default"
 DEFAULT_TRACE_IDS = 1 << 21
@@ -151,6 +152,8 @@ class PopularityProfile:
         the constructor. Feed it each batch's KJTs together (`update`). The features of modules
         left to TorchRec's planner (e.g. a FeatureProcessedEmbeddingBagCollection) are dropped
         from batches, not counted."""
+        from torchrec_hot.tables.modules import model_tables, stock_sharded_features
+
         tables = [c for configs in model_tables(model).values() for c in configs]
         kwargs.setdefault("ignore_features", stock_sharded_features(model))
         return cls(tables, **kwargs)
@@ -371,8 +374,11 @@ class PopularityProfile:
                 )
                 for k in ks
             ]
-        if rate == 1.0:
-            return exact_hot_shares(self.counts(table, window), ks)
+        if rate == 1.0:  # rows never counted add nothing: the nonzero counts are enough
+            if len(windows) == 1:
+                return exact_hot_shares(windows[0].counters[table].nonzero()[1], ks)
+            counts = self.counts(table, window)
+            return exact_hot_shares(counts[counts != 0], ks)
         raw = sum(w.counters[table].counts() for w in windows)
         return [sampled_hot_share(raw, k, rate, deff) for k in ks]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torchrec.modules.embedding_configs import BaseEmbeddingConfig
+if TYPE_CHECKING:  # only for hints: the `profile` command never imports TorchRec (~2 s)
+    from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
 
 @dataclass(frozen=True)
