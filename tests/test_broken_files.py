@@ -3,7 +3,8 @@ project reads (.npy, .npz, Parquet, CSV inputs; profiles; plans and their hot-id
 property test cuts a valid file at drawn points (0 bytes and inside the header included) and
 flips drawn bytes, and the readers either read it (a CSV cut at a line end is a shorter valid
 CSV) or raise `ValueError` naming the file; the CLI turns each into exit status 2 and one line.
-Wrong dtypes and shapes: named errors too. (Checkpoints: tests/test_faults.py.)"""
+Wrong dtypes and shapes: named errors too. Checkpoints (DCP files cut anywhere, LATEST garbled):
+CheckpointError naming the file or step directory."""
 
 from __future__ import annotations
 
@@ -150,3 +151,67 @@ def test_the_cli_says_one_line_and_exits_2(files, tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert err.startswith("torchrec-hot ") and "Traceback" not in err, err
     assert bad.name in err and err.count("\n") == 1, err
+
+
+def _checkpoint_worker(rank: int, world: int, root: str, seed: int) -> list[tuple[str, str, str]]:
+    """Saves a hot/cold DMP checkpoint, then loads damaged copies of it: each of its files cut
+    to 0 bytes, inside its first 64 bytes and at a drawn point, and LATEST garbled. Returns
+    (what was damaged, the exception's type, its message) per attempt ("" when it loaded)."""
+    import shutil
+
+    import torch
+    from torchrec import EmbeddingBagConfig
+    from torchrec.distributed import DistributedModelParallel
+
+    from tests.builders import ebc_model
+    from torchrec_hot import apply_hot_plan, latest_checkpoint, load_checkpoint, save_checkpoint
+
+    tables = [EmbeddingBagConfig(name=f"t{i}", num_embeddings=200, embedding_dim=8,
+                                 feature_names=[f"f{i}"]) for i in range(2)]
+    plan, sharding = hot_plan(tables, zipf_profile(tables, seed))
+    dmp = DistributedModelParallel(apply_hot_plan(ebc_model(tables, "rowwise_adagrad"), plan),
+                                   plan=sharding, device=torch.device("cpu"))
+    good = save_checkpoint(dmp, Path(root) / "good", 1)
+    rng = np.random.default_rng(seed)
+    damages = [(f.name, cut) for f in sorted(good.iterdir())
+               for cut in (0, int(rng.integers(1, 64)), None)]
+    damages += [("LATEST", b"\xff\xfe"), ("LATEST", b""), ("LATEST", b"../elsewhere")]
+    if rank == 0:
+        for i, (name, cut) in enumerate(damages):
+            copy = Path(root) / f"copy{i}"
+            shutil.copytree(good.parent, copy)
+            target = copy / name if name == "LATEST" else copy / good.name / name
+            data = target.read_bytes()
+            if isinstance(cut, bytes):
+                target.write_bytes(cut)
+            else:
+                target.write_bytes(data[: int(rng.integers(64, len(data))) if cut is None else cut])
+    torch.distributed.barrier()
+    results = []
+    for i, (name, cut) in enumerate(damages):
+        copy = Path(root) / f"copy{i}"
+        try:
+            path = latest_checkpoint(copy)
+            load_checkpoint(dmp, path if path is not None else copy)
+            results.append((f"{name} cut to {cut!r}", "", ""))
+        except Exception as e:  # what reaches the user; the test inspects it
+            results.append((f"{name} cut to {cut!r}", type(e).__name__, str(e)))
+    return results
+
+
+@pytest.mark.multiprocess
+def test_damaged_checkpoints_are_checkpoint_errors_naming_the_file(tmp_path):
+    """DCP's files (.metadata, each rank's .distcp) cut anywhere and a garbled LATEST: every
+    load raises CheckpointError naming the checkpoint (DCP has no checksums: bytes flipped
+    inside tensor data are not detected, and are not tried here)."""
+    from tests.dist_utils import run_on_ranks
+
+    seed = int(np.random.default_rng().integers(2**31))
+    print("seed", seed)
+    for results in run_on_ranks(_checkpoint_worker, 2, str(tmp_path), seed, timeout_s=60):
+        assert len(results) >= 12
+        print("\n".join(f"{w}: {k}: {m[:150]}" for w, k, m in results))
+        for what, kind, message in results:
+            assert kind == "CheckpointError", (what, kind, message)
+            assert "copy" in message and ("step_" in message or "LATEST" in message), (what,
+                                                                                       message)

@@ -35,10 +35,24 @@ def publish(root: Path, name: str) -> None:
     fsync_dir(root)
 
 
-def published(root: Path) -> str | None:
-    """The step directory name `root/LATEST` holds, or None."""
+def published(root: Path, strict: bool = True) -> str | None:
+    """The step directory name `root/LATEST` holds, or None. A LATEST that names no directory
+    of `root` (damaged) raises `ValueError` when `strict`, else counts as none (a save then
+    writes a good one)."""
     pointer = root / "LATEST"
-    return pointer.read_text().strip() if pointer.exists() else None
+    if not pointer.exists():
+        return None
+    try:
+        name = pointer.read_text().strip()
+    except UnicodeDecodeError as e:
+        name, error = None, f"{pointer} is not a checkpoint name (corrupt?): {e}"
+    else:
+        error = f"{pointer} does not name a checkpoint of {root} (corrupt?): {name!r}"
+    if name and Path(name).name == name and name not in (".", ".."):
+        return name
+    if strict:
+        raise ValueError(error)
+    return None
 
 
 def replaced(step_dir: Path) -> Path:
@@ -55,7 +69,7 @@ def leftovers(root: Path) -> list[Path]:
     re-save died between its two renames: `latest_checkpoint` reads the copy)."""
     if not root.is_dir():
         return []
-    latest = published(root)
+    latest = published(root, strict=False)
     found = sorted(root.glob(".step_*.tmp"))
     if latest is not None and not (root / latest / ".metadata").exists():
         found = [p for p in found if p != replaced(root / latest)]
@@ -80,7 +94,7 @@ def prune(root: Path, keep: int) -> list[Path]:
     one LATEST names; returns what it deleted."""
     if keep <= 0:
         return []
-    latest = published(root)
+    latest = published(root, strict=False)
     done = sorted(p for p in root.glob("step_*") if (p / ".metadata").exists())
     old = [p for p in done[:-keep] if p.name != latest]
     remove(old)

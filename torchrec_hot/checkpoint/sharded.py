@@ -145,7 +145,7 @@ def save_checkpoint(
     except (RuntimeError, OSError, CheckpointException) as e:  # a peer failed or died mid-save
         raise CheckpointError(
             f"rank {rank}: saving step {step} to {final} failed while {phase}, on this or "
-            f"another rank ({e}); {root / 'LATEST'} names {files.published(root)}"
+            f"another rank ({e}); {root / 'LATEST'} names {files.published(root, strict=False)}"
         ) from e
     return final
 
@@ -165,7 +165,10 @@ def _move_into_place(root: Path, tmp: Path, final: Path) -> None:
 def latest_checkpoint(directory: str | Path) -> Path | None:
     """The checkpoint `<directory>/LATEST` names, or None when there is none yet. (If a re-save
     of that step died between its two renames, the old copy under its `.old.tmp` name.)"""
-    name = files.published(Path(directory))
+    try:
+        name = files.published(Path(directory))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     if name is None:
         return None
     path = Path(directory) / name
@@ -206,7 +209,11 @@ def load_checkpoint(
         raise CheckpointError(f"{path} is not a complete checkpoint (no .metadata)")
     rank = dist.get_rank()
     optimizers, lr_schedulers, extra = optimizers or {}, lr_schedulers or {}, extra or {}
-    keys = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+    try:
+        keys = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+    except Exception as e:  # pickle's, EOF and zip errors of a cut or damaged .metadata
+        raise CheckpointError(f"{path / '.metadata'} is not readable (corrupt or truncated?): "
+                              f"{e!r}") from e
     needed = [f"dense_optim/{n}" for n in optimizers] + [f"lr_scheduler/{n}" for n in lr_schedulers]
     extra_rank = rank if all(_has(keys, f"extra/{n}/rank_{rank}") for n in extra) else 0
     needed += [f"extra/{n}/rank_{extra_rank}" for n in extra]
