@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -46,6 +47,7 @@ from torchrec_hot.planner.strategy.cost_model import (
     HardwareSpec,
     TableCostSpec,
 )
+from torchrec_hot.planner.strategy.machinery import CacheMachinery
 from torchrec_hot.planner.strategy.simulate import evaluate_table, holdout_batches
 from torchrec_hot.planner.strategy.summary import StrategySummary, TableStrategy
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
@@ -53,6 +55,8 @@ from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 
+# the summary's name of TorchRec's embedding offloading plan (`stock.compare_with_tuned_stock`)
+TUNED_STOCK = "stock TorchRec, embedding offloading"
 # single-strategy plans the summary compares with: name -> strategies allowed
 ALTERNATIVES: dict[str, tuple[Strategy, ...]] = {
     "all static (FAE)": (Strategy.STATIC,),
@@ -74,6 +78,8 @@ class StrategyOptions:
         sizes_per_table: HBM sizes simulated per table (the geometric part of the grid).
         max_batches: most held-out global batches simulated per table.
         dense_ms: dense compute per step and rank, widening the window that hides prefetches.
+        machinery: GPU time of FBGEMM's cache kernels (None: `machinery.CacheMachinery()`,
+            estimated defaults; `NO_MACHINERY`: bytes only).
     """
 
     hardware: HardwareSpec = H100
@@ -83,6 +89,7 @@ class StrategyOptions:
     sizes_per_table: int = 7
     max_batches: int = 16
     dense_ms: float = 0.0
+    machinery: CacheMachinery | None = None
 
 
 class StrategyEvaluation:
@@ -130,6 +137,7 @@ class StrategyEvaluation:
         self.cost_model = CostModel(
             options.hardware, world_size, specs, batch_size,
             local_world_size=local_world_size, dense_ms=options.dense_ms,
+            machinery=options.machinery,
         )  # fmt: skip
         global_batch = world_size * batch_size
         self.batches: dict[str, list[np.ndarray]] = {}
@@ -146,6 +154,7 @@ class StrategyEvaluation:
         self.curves: dict[str, dict[Strategy, list[TableTraffic]]] = {}
         self._choices: dict[tuple[int, tuple[Strategy, ...] | None], Choice] = {}
         self._plain: dict[tuple[str, int], TablePlan] = {}
+        self._stock_cache: dict[int, tuple[ShardingPlan, list[TableTraffic]]] = {}
         static = [
             allocate_hot_rows(demands, int(share * total_budget_bytes)) for share in (1.0, 0.5)
         ]
@@ -224,9 +233,14 @@ class StrategyEvaluation:
         return self._plain[key]
 
     def summary(
-        self, choice: Choice, stock: ShardingPlan | None, table_plans: Sequence[TablePlan] = ()
+        self,
+        choice: Choice,
+        stock: ShardingPlan | None,
+        table_plans: Sequence[TablePlan] = (),
+        tuned: ShardingPlan | None = None,
     ) -> StrategySummary:
-        """The report's view of `choice` beside stock TorchRec and the single strategies;
+        """The report's view of `choice` beside stock TorchRec (`stock`: its default plan,
+        `tuned`: its embedding offloading plan, key `TUNED_STOCK`) and the single strategies;
         `table_plans` (the plan's, when given) name what each table became (a look-forward
         split whose cache got no slots is a static split)."""
         became = {tp.name: tp.strategy for tp in table_plans}
@@ -247,7 +261,8 @@ class StrategyEvaluation:
             ))
         picks: dict[str, Sequence[TableTraffic] | None] = {
             "ours": [choice.tables[c.name].chosen.traffic for c in self.configs],
-            "stock TorchRec": self._stock_traffic(stock),
+            "stock TorchRec": self.stock_traffic(stock),
+            TUNED_STOCK: self.stock_traffic(tuned),
         }
         for name, allowed in self._alternatives().items():
             alt = self.choose(choice.budget_bytes, allowed)
@@ -283,10 +298,14 @@ class StrategyEvaluation:
             notes=notes,
         )
 
-    def _stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
-        """Stock TorchRec's plan as traffic: its kernel (and cache) per table, simulated."""
+    def stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
+        """A stock TorchRec plan as traffic on the same trace: its kernel per table, a cache
+        simulated at its load factor x rows (LRU, or LFU; with `prefetch_pipeline` the
+        look-forward cache), cached by plan (None: no plan)."""
         if stock is None or not stock.plan:
             return None
+        if id(stock) in self._stock_cache:
+            return self._stock_cache[id(stock)][1]
         module = parameter_shardings(stock)
         out = []
         for c in self.configs:
@@ -308,7 +327,14 @@ class StrategyEvaluation:
                 out.append(sim[strategy][0])
             else:
                 out.append(curves[Strategy.ALL_UVM][0])
+        self._stock_cache[id(stock)] = (stock, out)  # the plan is kept: its id stays unique
         return out
+
+    def with_cost_model(self, cost_model: CostModel) -> StrategyEvaluation:
+        """The same traffic curves (and simulated stock plans) under another cost model."""
+        other = copy.copy(self)
+        other.cost_model, other._choices = cost_model, {}
+        return other
 
 
 def _table_plan(
