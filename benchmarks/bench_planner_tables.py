@@ -69,8 +69,8 @@ def sensitivity_table(rows: list[dict[str, Any]]) -> list[str]:
         "(`planner/strategy/machinery.py`: per batch 50 us per cache kind and rank, per id "
         "0.3 ns per lookup + 0.3 ns per unique row + 1 ns per inserted row; estimates) scaled "
         "by 0-4x; chosen: tables per strategy (st static, lf look-forward, st+lf static + "
-        "look-forward, lru/lfu plain caches, hbm/uvm whole tables). Budget: the plan's row "
-        "budget x 8.",
+        "look-forward, lru/lfu plain caches, hbm/uvm whole tables). 5% budget cells (5 more "
+        "choices each); budget: the plan's row budget x 8.",
         "",
         "| data | workload | budget | machinery | chosen | ours ms | stock / ours "
         "| tuned / ours | ours / all-HBM |",

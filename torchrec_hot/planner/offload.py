@@ -14,7 +14,8 @@ charges (I/O buffers, reservation), which on the topology our plans get (row bud
 allowance) is more than the row budget. `BudgetedScaleupProposer` is TorchRec's proposer with
 one change: the HBM its search may add to the starting plan is also capped by what is left of
 `world x row budget` after the rows the starting plan already keeps in HBM (weights + state;
-a cache's rows by its load factor). Everything else (starting plan, search, promotion of
+a cache's rows by its load factor), and `compare_with_tuned_stock` redoes a plan whose
+promotions overshot it with a lower cap. Everything else (starting plan, search, promotion of
 full caches to `fused`, TorchRec's perf model as the score) is TorchRec's.
 """
 
@@ -118,6 +119,7 @@ def compare_with_tuned_stock(
     stats: Callable[[str], CacheStatistics | None],
     weighted: Collection[str] = (),
     row_budget: int | None = None,
+    rounds: int = 3,
 ) -> StockComparison:
     """`stock.compare_with_stock` for TorchRec's embedding offloading (module docstring).
 
@@ -126,19 +128,32 @@ def compare_with_tuned_stock(
             computed from the same input our strategy choice sees).
         row_budget: HBM bytes per rank for rows (weights + state) its scale-up may fill
             (`BudgetedScaleupProposer`, all ranks together); None: TorchRec's own proposer,
-            bounded by the topology only.
+            bounded by the topology only. The proposer's promotion of a cache to a whole
+            `fused` table frees TorchRec bytes (a cache's prefetch buffers) while adding rows,
+            so a plan can overshoot: then the cap is lowered by the overshoot and the plan
+            redone, at most `rounds` plans (the last is returned; `hbm_bytes_per_rank` shows
+            where it landed).
     Raises:
         ValueError: on a CPU topology (no caching kernel).
     """
     if topology.compute_device == "cpu":
         raise ValueError("embedding offloading needs a CUDA topology (fused_uvm_caching)")
     configs = [c for module in modules.values() for c in module]
-    proposer = (
-        EmbeddingOffloadScaleupProposer()
-        if row_budget is None
-        else BudgetedScaleupProposer(row_budget * topology.world_size, bytes_per_row)
-    )
-    return compare_with_stock(
-        modules, counts, bytes_per_row, topology, batch_size, reservation_percentage,
-        optimizer_class, weighted, offloading_constraints(configs, stats), [proposer],
-    )  # fmt: skip
+    constraints = offloading_constraints(configs, stats)
+    world = topology.world_size
+    cap = None if row_budget is None else row_budget * world
+    for _ in range(max(1, rounds)):
+        proposer = (
+            EmbeddingOffloadScaleupProposer()
+            if cap is None
+            else BudgetedScaleupProposer(cap, bytes_per_row)
+        )
+        result = compare_with_stock(
+            modules, counts, bytes_per_row, topology, batch_size, reservation_percentage,
+            optimizer_class, weighted, constraints, [proposer],
+        )  # fmt: skip
+        rows = sum(result.hbm_bytes_per_rank)
+        if cap is None or result.sharding_plan is None or rows <= row_budget * world:
+            break
+        cap = int(cap * row_budget * world / rows * 0.98)  # promotions overshot: cap lower
+    return result

@@ -36,6 +36,7 @@ metadata; this charge ignores both, as the HBM budget is fixed per row here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -272,7 +273,9 @@ def choose_strategies(
         grid: number of `lam` values in [0, 1] (module docstring).
     """
 
-    def solve(options: dict[str, list[Option]], const: float) -> tuple[list[int], float]:
+    def solve(
+        options: dict[str, list[Option]], const: float, pairs: bool = True
+    ) -> tuple[list[int], float]:
         arrays = [_arrays(o) for o in options.values()]
         best: tuple[float, list[int]] | None = None
         bound = -math.inf
@@ -284,13 +287,13 @@ def choose_strategies(
             if best is None or val < best[0]:
                 best = (val, picks)
         picks = _descend(arrays, best[1], budget_bytes, const, pairs=True) if best else []
-        return picks, bound
+        return (picks if pairs else best[1] if best else []), bound
 
     return per_cache_kinds(solve, curves, row_bytes, budget_bytes, cost_model)
 
 
 def per_cache_kinds(
-    solve: Callable[[dict[str, list[Option]], float], tuple[list[int], float]],
+    solve: Callable[..., tuple[list[int], float]],
     curves: Curves,
     row_bytes: Mapping[str, int],
     budget_bytes: int,
@@ -300,11 +303,14 @@ def per_cache_kinds(
     options use, each solved with only options whose cache kind is in S: a plan with caches
     of kinds S pays the per-batch machinery `bc` (critical) + `bb` (overlappable) of S, so
     its time is `bc + max(F, G - (C + bc - bb))`, separable again with that constant. `solve`
-    returns (picks, a lower bound of its objective); the bound is the least `bc + bound`."""
+    returns (picks, a lower bound of its objective); the bound is the least `bc + bound`.
+    A `solve` taking `pairs` is run without its pair descent on every subset, then with it on
+    the best subset only (the pair descent is the costly part)."""
     options = table_options(curves, row_bytes, budget_bytes, cost_model)
     kinds = sorted({o.cost.cache for opts in options.values() for o in opts if o.cost.cache})
-    best: Choice | None = None
+    best: tuple[float, dict[str, list[Option]], float, list[int]] | None = None
     bound = math.inf
+    cheap = {"pairs": False} if "pairs" in inspect.signature(solve).parameters else {}
     for subset in itertools.chain.from_iterable(
         itertools.combinations(kinds, r) for r in range(len(kinds) + 1)
     ):
@@ -314,14 +320,20 @@ def per_cache_kinds(
         if not all(allowed.values()) or need > budget_bytes:
             continue
         crit, back = cost_model.machinery.batch_ms(subset)
-        picks, low = solve(allowed, _const(options, cost_model) + crit - back)
+        const = _const(options, cost_model) + crit - back
+        picks, low = solve(allowed, const, **cheap)
         bound = min(bound, crit + low)
         chosen = {t: allowed[t][p] for t, p in zip(allowed, picks, strict=True)}
-        result = _result(chosen, options, budget_bytes, cost_model, -math.inf)
-        if best is None or result.embedding_ms < best.embedding_ms:
-            best = result
+        ms = cost_model.evaluate(o.cost for o in chosen.values()).embedding_ms
+        if best is None or ms < best[0]:
+            best = (ms, allowed, const, picks)
     assert best is not None  # the subset of every kind is the unrestricted problem
-    return dataclasses.replace(best, lower_bound_ms=min(bound, best.embedding_ms))
+    _, allowed, const, picks = best
+    if cheap:
+        picks, _ = solve(allowed, const)
+    chosen = {t: allowed[t][p] for t, p in zip(allowed, picks, strict=True)}
+    result = _result(chosen, options, budget_bytes, cost_model, -math.inf)
+    return dataclasses.replace(result, lower_bound_ms=min(bound, result.embedding_ms))
 
 
 def _arrays(opts: list[Option]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -281,6 +281,7 @@ class StrategyEvaluation:
         b = choice.breakdown
         notes = (
             f"ours: HBM {b.hbm_ms:.4f} ms + host link on the critical path {b.link_ms:.4f} ms + "
+            f"per-batch cache machinery {b.batch_machinery_ms:.4f} ms + "
             f"exposed prefetch {b.exposed_ms:.4f} ms (prefetch {b.background_ms:.4f} ms overlaps "
             f"a window of {b.window_ms:.4f} ms = HBM time + all-to-all {b.a2a_ms:.4f} ms + dense "
             f"{b.dense_ms:.4f} ms; prefetches are hidden while they fit the window)",
