@@ -160,9 +160,10 @@ def plan_once(
         strategies=StrategyOptions(holdout=holdout),
     )  # fmt: skip
     timers.seconds = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     plan = planner.plan(tables, profile)
-    seconds = dict(timers.seconds, total=time.perf_counter() - start)
+    seconds = dict(timers.seconds, total=time.perf_counter() - start,
+                   cpu=time.process_time() - cpu)  # fmt: skip
     return plan, seconds
 
 
@@ -258,10 +259,13 @@ def run(
     timers = install_timers()
     datasets = [("criteo-kaggle", args.scale)] if args.quick else [
         ("criteo-terabyte", 1.0), ("criteo-kaggle", 1.0)]  # fmt: skip
+    if args.datasets:
+        datasets = [d for d in datasets if d[0] in args.datasets]
+    workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
     rows: list[dict[str, Any]] = []
     device_rows: list[dict[str, Any]] = []
     replicated: list[dict[str, Any]] = []
-    configs = [(d, w) for d in datasets for w in WORKLOADS]
+    configs = [(d, w) for d in datasets for w in workloads]
     bar = tqdm(total=len(configs) * len(BUDGETS), desc="plans", file=sys.stderr)
     for (dataset, scale), workload in configs:
         tables = criteo_tables(dataset, scale, embedding_dim=DIM)
@@ -314,6 +318,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--holdout-batches", type=int, default=None,
                    help="held-out global batches traced (window 1); default 16, --quick 8")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", nargs="*", default=None,
+                   help="only these of criteo-terabyte / criteo-kaggle (default: all)")
+    p.add_argument("--workloads", nargs="*", default=None,
+                   help="only these workloads (default: all)")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/")
     p.add_argument("--from-json", type=Path, default=None,
                    help="re-render docs from a results file of an earlier run, measure nothing")

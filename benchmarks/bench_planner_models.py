@@ -65,9 +65,9 @@ def replication(tables: list, profile: Any, holdout: Any, batch: int) -> list[di
     specs = {t.name: TableCostSpec.from_config(t, RowWiseAdagrad) for t in tables}
     grids = {}
     for t in tables:
-        top = min(t.num_embeddings, 64 * batch)
-        sizes = sorted({0, *np.unique(np.geomspace(16, max(top, 16), 40).astype(int)).tolist()})
-        sizes = [s for s in sizes if s <= t.num_embeddings]
+        top = min(t.num_embeddings, 64 * batch)  # whole small tables (data-parallel) included
+        grid = np.unique(np.geomspace(16, max(top, 16), 40).astype(int)).tolist()
+        sizes = sorted(s for s in {0, top, *grid} if s <= t.num_embeddings)
         shares = holdout_hot_shares(profile.counts(t.name), holdout.counts(t.name), sizes)
         grids[t.name] = (sizes, shares)
     out = []
