@@ -21,6 +21,7 @@ full caches to `fused`, TorchRec's perf model as the score) is TorchRec's.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -96,7 +97,8 @@ class BudgetedScaleupProposer(EmbeddingOffloadScaleupProposer):
         storage_constraint: Topology | None = None,
     ) -> None:
         """TorchRec's feedback; on the first (the starting plan's), the search it would start
-        gets the budget `min(TorchRec's, world x row budget - rows_in_hbm(plan))`."""
+        gets the budget `min(TorchRec's, world x row budget - rows_in_hbm(plan))`; a next
+        proposal whose rows exceed the row budget is replaced by the starting plan."""
         ready = self.enumerator is not None and plan is not None and storage_constraint
         if self.search is None and ready and partitionable:
             used = sum(so.total_storage.hbm for so in plan)
@@ -106,6 +108,11 @@ class BudgetedScaleupProposer(EmbeddingOffloadScaleupProposer):
             budget = max(0.0, min(available, ceiling, ours))
             self.search = LuusJaakolaSearch(0, budget, max_iterations=16, left_cost=perf_rating)
         super().feedback(partitionable, plan, perf_rating, storage_constraint)
+        if self.proposal is not None and self.rows_in_hbm(self.proposal) > self.row_budget_bytes:
+            # promotions overshot the rows: offer the starting plan again instead (the
+            # planner then never sees a plan over the budget; the search learns that budget
+            # scores no better and moves on)
+            self.proposal = copy.deepcopy(self.starting_proposal)
 
 
 def compare_with_tuned_stock(
