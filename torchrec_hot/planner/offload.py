@@ -14,9 +14,9 @@ charges (I/O buffers, reservation), which on the topology our plans get (row bud
 allowance) is more than the row budget. `BudgetedScaleupProposer` is TorchRec's proposer with
 one change: the HBM its search may add to the starting plan is also capped by what is left of
 `world x row budget` after the rows the starting plan already keeps in HBM (weights + state;
-a cache's rows by its load factor), and `compare_with_tuned_stock` redoes a plan whose
-promotions overshot it with a lower cap. Everything else (starting plan, search, promotion of
-full caches to `fused`, TorchRec's perf model as the score) is TorchRec's.
+a cache's rows by its load factor); a proposal over it is replaced by the starting plan.
+Everything else (starting plan, search, promotion of full caches to `fused`, TorchRec's perf
+model as the score) is TorchRec's.
 """
 
 from __future__ import annotations
@@ -135,11 +135,9 @@ def compare_with_tuned_stock(
             computed from the same input our strategy choice sees).
         row_budget: HBM bytes per rank for rows (weights + state) its scale-up may fill
             (`BudgetedScaleupProposer`, all ranks together); None: TorchRec's own proposer,
-            bounded by the topology only. The proposer's promotion of a cache to a whole
-            `fused` table frees TorchRec bytes (a cache's prefetch buffers) while adding rows,
-            so a plan can overshoot: then the cap is lowered by the overshoot and the plan
-            redone, at most `rounds` plans (the last is returned; `hbm_bytes_per_rank` shows
-            where it landed).
+            bounded by the topology only. A guard (never triggered in bench_planner): should
+            a plan still keep more rows than that (`hbm_bytes_per_rank`), the cap is lowered
+            by the excess and the plan redone, at most `rounds` plans (the last returned).
     Raises:
         ValueError: on a CPU topology (no caching kernel).
     """
