@@ -16,9 +16,11 @@ whole), reused for HBM budgets of 1%, 5% and 20% of all tables' bytes (weights +
 state: rows x (dim x 4 + 4)), split evenly over the ranks. Each budget runs
 `HotPlanner(..., strategies=StrategyOptions(holdout=...)).plan(tables, profile)` and reads
 `plan.strategies` (StrategySummary): modeled embedding ms per step, HBM hit rate and host-link
-bytes for ours, every single strategy, stock TorchRec's plan and all-HBM. Each `plan()` call is
-timed, with the strategy evaluation (trace simulation) and the stock comparison timed apart
-(by wrapping them; "without stock" = total - stock).
+bytes for ours, every single strategy, stock TorchRec's plan, stock TorchRec's embedding
+offloading ("tuned stock", `planner/offload.py`) and all-HBM. Each `plan()` call is timed,
+with the strategy evaluation (trace simulation) and both stock comparisons timed apart (by
+wrapping them). At the 5% budget also the choice under 0-4x the cache-machinery constants, and per
+workload the modeled replication of hot rows at 8 and 64 ranks (`bench_planner_models.py`).
 
 Prints the tables, writes section `bench_planner` of docs/BENCHMARKS.md and
 docs/bench_planner.png (modeled ms per step per strategy vs budget, one panel per
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_planner_models import machinery_sensitivity, replication
 from bench_planner_report import markdown, plot
 from doc_sections import machine, write_section
 from tqdm import tqdm
@@ -49,9 +52,11 @@ PNG = ROOT / "docs" / "bench_planner.png"
 RAW = Path("/tmp/bench_planner.json")
 WORLD, BATCH, DIM = 8, 8192, 128
 BUDGETS = (0.01, 0.05, 0.20)
+SENSITIVITY_BUDGETS = (0.05,)  # budgets whose choice is redone under 0-4x cache machinery
 DEVICE_HBM_WORKLOAD = "zipf-1.05"  # also planned with the 1% as the whole device HBM
 LARGEST = 5  # tables that drift / have sessions
 RESERVATION = 0.15  # TorchRec's default storage reservation
+TUNED = "stock TorchRec, embedding offloading"  # evaluation.TUNED_STOCK
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Timers:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.evaluation: Any = None
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -94,11 +100,15 @@ def install_timers() -> Timers:
 
     timers = Timers()
     hot_planner.compare_with_stock = timers.wrap("stock", hot_planner.compare_with_stock)
+    hot_planner.compare_with_tuned_stock = timers.wrap(
+        "tuned", hot_planner.compare_with_tuned_stock
+    )
     evaluation = hot_planner.StrategyEvaluation
 
     class TimedEvaluation(evaluation):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             timers.wrap("evaluate", super().__init__)(*args, **kwargs)
+            timers.evaluation = self  # the last plan's, for the machinery sensitivity
 
     hot_planner.StrategyEvaluation = TimedEvaluation
     return timers
@@ -150,9 +160,10 @@ def plan_once(
         strategies=StrategyOptions(holdout=holdout),
     )  # fmt: skip
     timers.seconds = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     plan = planner.plan(tables, profile)
-    seconds = dict(timers.seconds, total=time.perf_counter() - start)
+    seconds = dict(timers.seconds, total=time.perf_counter() - start,
+                   cpu=time.process_time() - cpu)  # fmt: skip
     return plan, seconds
 
 
@@ -193,12 +204,35 @@ def device_hbm_row(
     return row
 
 
+def tuned_fields(plan: Any) -> dict[str, Any]:
+    """TorchRec embedding offloading's plan in brief: error, HBM rows (all ranks) beside ours,
+    kernels, and the load factor of each cached table."""
+    from torchrec_hot.planner.plan_io import parameter_shardings
+
+    tuned = plan.tuned_stock
+    out: dict[str, Any] = {"tuned_error": tuned.error if tuned else "not computed",
+                           "ours_hbm_total": sum(plan.hbm_bytes_per_rank)}  # fmt: skip
+    if tuned is None or tuned.sharding_plan is None:
+        return out
+    module = parameter_shardings(tuned.sharding_plan)
+    out["tuned_hbm_total"] = sum(tuned.hbm_bytes_per_rank)
+    out["tuned_hbm_max"] = max(tuned.hbm_bytes_per_rank)
+    out["tuned_kernels"] = dict(Counter(ps.compute_kernel for ps in module.values()))
+    out["tuned_clf"] = {
+        name: ps.cache_params.load_factor
+        for name, ps in module.items()
+        if ps.compute_kernel == "fused_uvm_caching" and ps.cache_params
+    }
+    return out
+
+
 def result_row(
     dataset: str, workload: Workload, share: float, plan: Any, seconds: dict[str, float]
 ) -> dict[str, Any]:
     s = plan.strategies
     samples = WORLD * BATCH
     return {
+        **tuned_fields(plan),
         "dataset": dataset,
         "workload": workload.name,
         "budget": share,
@@ -225,9 +259,13 @@ def run(
     timers = install_timers()
     datasets = [("criteo-kaggle", args.scale)] if args.quick else [
         ("criteo-terabyte", 1.0), ("criteo-kaggle", 1.0)]  # fmt: skip
+    if args.datasets:
+        datasets = [d for d in datasets if d[0] in args.datasets]
+    workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
     rows: list[dict[str, Any]] = []
     device_rows: list[dict[str, Any]] = []
-    configs = [(d, w) for d in datasets for w in WORKLOADS]
+    replicated: list[dict[str, Any]] = []
+    configs = [(d, w) for d in datasets for w in workloads]
     bar = tqdm(total=len(configs) * len(BUDGETS), desc="plans", file=sys.stderr)
     for (dataset, scale), workload in configs:
         tables = criteo_tables(dataset, scale, embedding_dim=DIM)
@@ -241,15 +279,22 @@ def run(
             seconds["inputs"] = gen_s
             rows.append(result_row(dataset, workload, share, plan, seconds))
             r = rows[-1]
+            if share in SENSITIVITY_BUDGETS:  # 5 more choices each: the middle budget only
+                start = time.perf_counter()
+                r["sensitivity"] = machinery_sensitivity(timers.evaluation, plan, WORLD)
+                seconds["sensitivity"] = time.perf_counter() - start
             tqdm.write(
                 f"{dataset} {workload.name} {share:.0%}: ours {r['ms']['ours']:.3f} ms, "
-                f"stock {r['ms']['stock TorchRec']:.3f}, all-HBM {r['ms']['all HBM (limit)']:.3f}"
-                f"; plan {seconds['total']:.1f} s (stock {seconds.get('stock', 0):.1f} s); "
-                f"peak RSS {peak_rss_gib():.1f} GiB",
+                f"stock {r['ms']['stock TorchRec']:.3f}, tuned {r['ms'][TUNED]:.3f}, "
+                f"all-HBM {r['ms']['all HBM (limit)']:.3f}; plan {seconds['total']:.1f} s "
+                f"(stock {seconds.get('stock', 0):.1f} s, tuned {seconds.get('tuned', 0):.1f} s"
+                f"); peak RSS {peak_rss_gib():.1f} GiB",
                 file=sys.stderr,
             )
             del plan
             bar.update()
+        replicated.append({"dataset": dataset, "workload": workload.name,
+                           "setups": replication(tables, profile, holdout, BATCH)})  # fmt: skip
         if workload.name == DEVICE_HBM_WORKLOAD:  # identical device HBM for ours and stock
             device_rows.append(device_hbm_row(dataset, tables, profile, holdout, total))
             tqdm.write(f"{dataset} {workload.name} 1% as device HBM: {device_rows[-1]}",
@@ -257,9 +302,11 @@ def run(
         del profile, holdout
         gc.collect()
         if checkpoint is not None:  # partial results survive an interrupted run
-            checkpoint({"rows": rows, "device_rows": device_rows, "peak_rss_gib": peak_rss_gib()})
+            checkpoint({"rows": rows, "device_rows": device_rows, "replication": replicated,
+                        "peak_rss_gib": peak_rss_gib()})  # fmt: skip
     bar.close()
-    return {"rows": rows, "device_rows": device_rows, "peak_rss_gib": peak_rss_gib()}
+    return {"rows": rows, "device_rows": device_rows, "replication": replicated,
+            "peak_rss_gib": peak_rss_gib()}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -271,6 +318,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--holdout-batches", type=int, default=None,
                    help="held-out global batches traced (window 1); default 16, --quick 8")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", nargs="*", default=None,
+                   help="only these of criteo-terabyte / criteo-kaggle (default: all)")
+    p.add_argument("--workloads", nargs="*", default=None,
+                   help="only these workloads (default: all)")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/")
     p.add_argument("--from-json", type=Path, default=None,
                    help="re-render docs from a results file of an earlier run, measure nothing")

@@ -18,6 +18,7 @@ from tests.builders import tables_of
 from torchrec_hot import HotPlanner, PopularityProfile, build_report, format_report, make_topology
 from torchrec_hot.data.workloads import zipf_batches
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.machinery import NO_MACHINERY
 from torchrec_hot.planner.strategy.types import Strategy
 from torchrec_hot.report.rows import MIN_EVIDENCE_BATCHES
 
@@ -104,7 +105,8 @@ def test_one_number_for_ours_and_stock_in_every_section(workload, allowed):
     seed, tables, profile, holdout = workload
     total = sum(t.num_embeddings * 16 * 4 for t in tables)
     planner = HotPlanner(make_topology(2, "cuda"), int(0.05 * total / 2), batch_size=512,
-                         strategies=StrategyOptions(holdout=holdout, strategies=allowed))
+                         strategies=StrategyOptions(holdout=holdout, strategies=allowed,
+                                                    machinery=NO_MACHINERY))  # caches stay
     plan = planner.plan(tables, profile)
     kinds = {t.strategy for t in plan.tables}
     assert kinds == ({"lru_cache"} if allowed == (Strategy.LRU_CACHE,) else {"static"}), (

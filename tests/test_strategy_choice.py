@@ -7,13 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchrec_hot.planner.strategy.choice import choose_strategies, choose_strategies_exact
+from torchrec_hot.planner.strategy.choice import choose_strategies
 from torchrec_hot.planner.strategy.cost_model import (
     H100,
     CostModel,
     HardwareSpec,
     TableCostSpec,
 )
+from torchrec_hot.planner.strategy.exact import choose_strategies_exact
+from torchrec_hot.planner.strategy.machinery import NO_MACHINERY
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 
 PROPS = settings(max_examples=40, deadline=None, derandomize=True)
@@ -125,7 +127,8 @@ def _overlap_case():
                                        fetched=625_000, overlap=True)],  # 1.0 ms background
         }
     spec = TableCostSpec(dim=4)
-    model = CostModel(TOY, 1, {"a": spec, "b": spec}, batch_per_rank=1, dense_ms=1.0)
+    model = CostModel(TOY, 1, {"a": spec, "b": spec}, batch_per_rank=1, dense_ms=1.0,
+                      machinery=NO_MACHINERY)  # the overlap alone (machinery: its own test)
     return curves, {"a": 16, "b": 16}, model
 
 

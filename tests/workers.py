@@ -24,6 +24,7 @@ from torchrec_hot.checkpoint.gathered import (
 )
 from torchrec_hot.planner.plan_io import retarget_sharding_plan
 from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.machinery import NO_MACHINERY
 from torchrec_hot.planner.strategy.types import Strategy
 from torchrec_hot.sharding.apply import apply_hot_plan
 
@@ -47,6 +48,7 @@ def strategy_training_worker(
         options = StrategyOptions(
             strategies=(Strategy.LRU_CACHE, Strategy.LOOK_FORWARD, Strategy.STATIC_LOOK_FORWARD),
             holdout=holdout,
+            machinery=NO_MACHINERY,  # bytes only, so these tiny tables get caches to test
         )
     plan = HotPlanner(make_topology(world, "cuda"), 24 * 1024, batch_size=8,
                       compare_with_stock=False, strategies=options).plan(

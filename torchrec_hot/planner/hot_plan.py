@@ -138,6 +138,8 @@ class HotPlan:
         sharding_plan: TorchRec plan of the split tables, keyed by `split_module_path` of each
             module's path.
         stock: the stock TorchRec comparison, when computed.
+        tuned_stock: the same for TorchRec's embedding offloading (`stock.py`), when computed
+            (CUDA topologies).
         strategies: the per-table strategy choice and its modeled times, when the planner
             chose strategies (`HotPlanner(..., strategies=...)`).
         hbm_share_source: how the tables' `expected_hot_lookups` were estimated
@@ -157,6 +159,7 @@ class HotPlan:
     stock: StockComparison | None = None
     strategies: StrategySummary | None = None
     hbm_share_source: str = ""
+    tuned_stock: StockComparison | None = None
 
     @property
     def module_paths(self) -> list[str]:
@@ -245,6 +248,7 @@ class HotPlan:
             ],
             "sharding_plan": sharding_plan_to_dict(self.sharding_plan),
             "stock": _stock_to_dict(self.stock),
+            "tuned_stock": _stock_to_dict(self.tuned_stock),
             "strategies": self.strategies.to_dict() if self.strategies else None,
             "hbm_share_source": self.hbm_share_source,
         }
@@ -325,6 +329,7 @@ def _plan_from_doc(doc: dict[str, Any], path: Path) -> HotPlan:
         uvm_bytes_per_rank=tuple(doc["uvm_bytes_per_rank"]),
         sharding_plan=sharding_plan_from_dict(doc["sharding_plan"]),
         stock=_stock_from_dict(doc["stock"]),
+        tuned_stock=_stock_from_dict(doc.get("tuned_stock")),
         strategies=(
             StrategySummary.from_dict(doc["strategies"]) if doc.get("strategies") else None
         ),

@@ -32,6 +32,7 @@ from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec_hot.planner.expected import HeldOutShares
 from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
 from torchrec_hot.planner.memory import row_bytes, topology_with_hbm
+from torchrec_hot.planner.offload import compare_with_tuned_stock
 from torchrec_hot.planner.placement import (
     PlanDoesNotFitError,
     SplitPlacement,
@@ -96,7 +97,9 @@ class HotPlanner:
         cold_sharding_types: sharding types allowed for cold halves (default: `sharding_types`).
         column_shard_dim: width of column-wise shards (TorchRec's `min_partition`; None: its
             default).
-        compare_with_stock: also plan the unsplit tables with stock TorchRec for the report.
+        compare_with_stock: also plan the unsplit tables with stock TorchRec for the report:
+            its default planner and, on CUDA topologies, its embedding offloading
+            (`offload.compare_with_tuned_stock`, same row budget).
         strategies: choose per table between a static split, UVM caches and look-forward
             prefetch by a cost model on held-out input (`strategy_plan.StrategyOptions`);
             None: static hot/cold splits only.
@@ -229,6 +232,9 @@ class HotPlanner:
                 total_budget_bytes=max(0, self._budget(reserves[0]) * world - pinned_hbm),
                 shares=shares,
             )
+        # TorchRec CacheStatistics per table, from the input the strategies are measured on
+        source = evaluation.source if evaluation else profile
+        stats = CacheStatisticsOf(source, world * self.batch_size)
         placement = SplitPlacement(
             modules=modules,
             weighted=weighted,
@@ -236,9 +242,7 @@ class HotPlanner:
             cold_sharding_types=self.cold_sharding_types,
             user_constraints=self.constraints,
             pooling=pooling,
-            cache_stats=CacheStatisticsOf(
-                evaluation.source if evaluation else None, world * self.batch_size
-            ),
+            cache_stats=stats,
             batch_size=self.batch_size,
             reservation_percentage=self.reservation_percentage,
             optimizer_class=self.optimizer_class,
@@ -289,12 +293,22 @@ class HotPlanner:
             else None,
             self.topology.compute_device,
         )
+        tuned = (
+            compare_with_tuned_stock(
+                modules, counts, bytes_per_row, self._tuned_topology(io, budget),
+                self.batch_size, self.reservation_percentage, self.optimizer_class, stats,
+                weighted, row_budget=budget,
+            )  # fmt: skip
+            if self.compare_with_stock and self.topology.compute_device != "cpu"
+            else None
+        )
         summary = None
         if evaluation is not None:  # the choice behind the plan (cached by total)
             summary = evaluation.summary(
                 evaluation.choose_best(max(0, total - pinned_hbm)),
                 stock.sharding_plan if stock else None,
                 [tp for tp in table_plans if tp.name not in pinned_names],
+                tuned.sharding_plan if tuned else None,
             )
         return HotPlan(
             tables=tuple(shares.with_expected(table_plans)),
@@ -310,6 +324,7 @@ class HotPlanner:
             stock=stock,
             strategies=summary,
             hbm_share_source=shares.source,
+            tuned_stock=tuned,
         )
 
     def _allocator(self, configs, counts, demands, bytes_per_row, budget, evaluation):
@@ -336,6 +351,18 @@ class HotPlanner:
         reserve = sum(charges[: math.ceil(len(io) / self.topology.world_size)])
         cap = math.ceil((budget + reserve) / (1.0 - self.reservation_percentage))
         return topology_with_hbm(self.topology, cap)
+
+    def _tuned_topology(self, io: dict[str, int], budget: int) -> Topology:
+        """The topology TorchRec's embedding offloading gets: the user's own when its HBM was
+        given, else the row budget plus every table's I/O charge on each rank. Its proposer
+        caps the rows at world x budget (`offload.BudgetedScaleupProposer`); the room on top
+        only keeps TorchRec's I/O charges from deciding where its tables fit."""
+        if self.hbm_budget_bytes is None:
+            return self.topology
+        reserve = io_reserves(io, self.topology.world_size)[-1]
+        return topology_with_hbm(
+            self.topology, math.ceil((budget + reserve) / (1.0 - self.reservation_percentage))
+        )
 
     def _budget(self, io_reserve: int) -> int:
         """Row budget per rank: as given, or the topology's HBM less TorchRec's charges."""

@@ -8,6 +8,12 @@ Lookups served from HBM under a stock plan, per table:
 - `fused_uvm`, or any kernel on a CPU topology: none.
 Bytes: `clf` of a cached table's rows count as HBM, the rest as UVM (cache bookkeeping state is
 not counted).
+
+Two stock configurations:
+- `compare_with_stock`: `EmbeddingShardingPlanner` with its default proposers and no
+  constraints ("stock TorchRec"); it never picks `fused_uvm_caching` by itself.
+- `offload.compare_with_tuned_stock`: TorchRec's embedding offloading, through this function
+  with its constraints and proposer.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import torch
 from torchrec import EmbeddingBagConfig
-from torchrec.distributed.planner import Topology
+from torchrec.distributed.planner import ParameterConstraints, Topology
 from torchrec.distributed.planner.constants import UVM_CACHING_RATIO
-from torchrec.distributed.planner.types import PlannerError
-from torchrec.distributed.types import ParameterSharding
+from torchrec.distributed.planner.types import PlannerError, Proposer
+from torchrec.distributed.types import (
+    ParameterSharding,
+)
 
 from torchrec_hot.planner.hot_plan import StockComparison
 from torchrec_hot.planner.plan_io import parameter_shardings, rank_bytes
@@ -47,15 +55,20 @@ def compare_with_stock(
     reservation_percentage: float,
     optimizer_class: type[torch.optim.Optimizer] | None,
     weighted: Collection[str] = (),
+    constraints: Mapping[str, ParameterConstraints] | None = None,
+    proposer: list[Proposer] | None = None,
 ) -> StockComparison:
     """Plans the unsplit tables of `modules` (module path -> its tables; `weighted`: paths of
-    weighted modules) with stock TorchRec (default sharders and constraints)."""
+    weighted modules) with stock TorchRec (default sharders; `constraints` and `proposer`:
+    TorchRec's, None for its defaults)."""
     world = topology.world_size
     cap = min(d.storage.hbm for d in topology.devices)
     configs = [c for module in modules.values() for c in module]
     model = meta_model(modules, optimizer_class, weighted)
     try:
-        plan = run_torchrec_planner(model, topology, batch_size, reservation_percentage, None)
+        plan = run_torchrec_planner(
+            model, topology, batch_size, reservation_percentage, constraints, proposer=proposer
+        )
     except PlannerError as e:
         return StockComparison(
             None, str(e), {c.name: 0.0 for c in configs}, (0,) * world, (0,) * world, cap

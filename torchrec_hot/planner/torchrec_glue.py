@@ -25,7 +25,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
-from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.planner.types import PlannerError, Proposer
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
 from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -111,14 +111,16 @@ def run_torchrec_planner(
     reservation_percentage: float,
     constraints: Mapping[str, ParameterConstraints] | None,
     module_sharders: Sequence[ModuleSharder[nn.Module]] | None = None,
+    proposer: Proposer | list[Proposer] | None = None,
 ) -> ShardingPlan:
     """Stock `EmbeddingShardingPlanner.plan` on `model` with `module_sharders` (None: `sharders()`;
-    raises TorchRec's `PlannerError`)."""
+    raises TorchRec's `PlannerError`); `proposer`: TorchRec's proposers (None: its defaults)."""
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=batch_size,
         storage_reservation=FixedPercentageStorageReservation(reservation_percentage),
         constraints=dict(constraints) if constraints is not None else None,
+        proposer=proposer,
     )
     return planner.plan(model, list(module_sharders) if module_sharders else sharders())
 

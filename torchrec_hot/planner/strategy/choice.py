@@ -24,9 +24,9 @@ link-bound regime (the link is busy all step). For any `lam` in [0, 1],
 The best over the grid then takes the same descent over switches of two tables at once
 (`O(tables^2 x options^2)` per pass) and is returned, evaluated exactly (never a
 surrogate), with the best lower bound, so `Choice.embedding_ms - Choice.lower_bound_ms`
-bounds the distance to the optimum. `choose_strategies_exact` is the reference: an exact
-Pareto enumeration over (bytes, F, G) of partial choices (exponential in the worst case; for
-tests and small models).
+bounds the distance to the optimum. `exact.choose_strategies_exact` is the reference: an exact
+Pareto enumeration over (bytes, F, G) of partial choices (exponential; tests, small models).
+Both run once per subset of cache kinds, for the per-batch cache machinery (`per_cache_kinds`).
 
 Bytes: `hbm_rows x row_bytes` with `row_bytes` = weights + optimizer state per row. A cache's
 slots hold weights only (FBGEMM never caches optimizer state) and carry ~16 B of per-slot
@@ -35,8 +35,11 @@ metadata; this charge ignores both, as the HBM budget is fixed per row here.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,7 +210,7 @@ def _greedy(
     return picks, value if lp is None else lp
 
 
-def _objective(f: float, g: float, const: float) -> float:
+def objective(f: float, g: float, const: float) -> float:
     return max(f, g - const)
 
 
@@ -241,7 +244,7 @@ def _descend(
             val = np.maximum(nf, ng - const)
             val = np.where(nb > budget, np.inf, val)
             best = np.unravel_index(int(np.argmin(val)), val.shape)
-            cur = _objective(f, g, const)
+            cur = objective(f, g, const)
             if val[best] < cur - 1e-12 * max(1.0, abs(cur)):
                 f, g, spent = float(nf[best]), float(ng[best]), int(nb[best])
                 for k, i in zip(group, best, strict=True):
@@ -269,48 +272,68 @@ def choose_strategies(
         cost_model: maps traffic to ms.
         grid: number of `lam` values in [0, 1] (module docstring).
     """
-    options = table_options(curves, row_bytes, budget_bytes, cost_model)
-    names = list(options)
-    arrays = [_arrays(options[t]) for t in names]
-    const = _const(options, cost_model)
-    best: tuple[float, list[int]] | None = None
-    bound = -math.inf
-    for lam in np.linspace(0.0, 1.0, max(grid, 2)):
-        picks, lp = _greedy(arrays, float(lam), budget_bytes)
-        bound = max(bound, lp - (1 - lam) * const)
-        picks = _descend(arrays, picks, budget_bytes, const)
-        val = _value(arrays, picks, const)
-        if best is None or val < best[0]:
-            best = (val, picks)
-    picks = _descend(arrays, best[1], budget_bytes, const, pairs=True) if best else []
-    chosen = {t: options[t][p] for t, p in zip(names, picks, strict=True)}
-    return _result(chosen, options, budget_bytes, cost_model, bound)
+
+    def solve(
+        options: dict[str, list[Option]], const: float, pairs: bool = True
+    ) -> tuple[list[int], float]:
+        arrays = [_arrays(o) for o in options.values()]
+        best: tuple[float, list[int]] | None = None
+        bound = -math.inf
+        for lam in np.linspace(0.0, 1.0, max(grid, 2)):
+            picks, lp = _greedy(arrays, float(lam), budget_bytes)
+            bound = max(bound, lp - (1 - lam) * const)
+            picks = _descend(arrays, picks, budget_bytes, const)
+            val = _value(arrays, picks, const)
+            if best is None or val < best[0]:
+                best = (val, picks)
+        picks = _descend(arrays, best[1], budget_bytes, const, pairs=True) if best else []
+        return (picks if pairs else best[1] if best else []), bound
+
+    return per_cache_kinds(solve, curves, row_bytes, budget_bytes, cost_model)
 
 
-def choose_strategies_exact(
-    curves: Curves, row_bytes: Mapping[str, int], budget_bytes: int, cost_model: CostModel
+def per_cache_kinds(
+    solve: Callable[..., tuple[list[int], float]],
+    curves: Curves,
+    row_bytes: Mapping[str, int],
+    budget_bytes: int,
+    cost_model: CostModel,
 ) -> Choice:
-    """The optimum, by Pareto enumeration of (bytes, F, G) over partial choices (slow)."""
+    """The best of `solve` over every subset S of the cache kinds (`machinery.cache_kind`) the
+    options use, each solved with only options whose cache kind is in S: a plan with caches
+    of kinds S pays the per-batch machinery `bc` (critical) + `bb` (overlappable) of S, so
+    its time is `bc + max(F, G - (C + bc - bb))`, separable again with that constant. `solve`
+    returns (picks, a lower bound of its objective); the bound is the least `bc + bound`.
+    A `solve` taking `pairs` is run without its pair descent on every subset, then with it on
+    the best subset only (the pair descent is the costly part)."""
     options = table_options(curves, row_bytes, budget_bytes, cost_model)
-    const = _const(options, cost_model)
-    states: list[tuple[int, float, float, tuple[int, ...]]] = [(0, 0.0, 0.0, ())]
-    for table in options:
-        grown = [
-            (s[0] + o.hbm_bytes, s[1] + o.f, s[2] + o.g, (*s[3], i))
-            for s in states
-            for i, o in enumerate(options[table])
-            if s[0] + o.hbm_bytes <= budget_bytes
-        ]
-        grown.sort(key=lambda s: (s[0], s[1], s[2]))
-        states, kept_f, kept_g = [], np.empty(len(grown)), np.empty(len(grown))
-        for s in grown:  # keep s unless an earlier (fewer-bytes) state is no worse in F and G
-            n = len(states)
-            if not np.any((kept_f[:n] <= s[1]) & (kept_g[:n] <= s[2])):
-                kept_f[n], kept_g[n] = s[1], s[2]
-                states.append(s)
-    best = min(states, key=lambda s: _objective(s[1], s[2], const))
-    chosen = {t: options[t][i] for t, i in zip(options, best[3], strict=True)}
-    return _result(chosen, options, budget_bytes, cost_model, _objective(best[1], best[2], const))
+    kinds = sorted({o.cost.cache for opts in options.values() for o in opts if o.cost.cache})
+    best: tuple[float, dict[str, list[Option]], float, list[int]] | None = None
+    bound = math.inf
+    cheap = {"pairs": False} if "pairs" in inspect.signature(solve).parameters else {}
+    for subset in itertools.chain.from_iterable(
+        itertools.combinations(kinds, r) for r in range(len(kinds) + 1)
+    ):
+        allowed = {t: [o for o in opts if o.cost.cache in (None, *subset)]
+                   for t, opts in options.items()}  # fmt: skip
+        need = sum(o[0].hbm_bytes for o in allowed.values() if o)
+        if not all(allowed.values()) or need > budget_bytes:
+            continue
+        crit, back = cost_model.machinery.batch_ms(subset)
+        const = _const(options, cost_model) + crit - back
+        picks, low = solve(allowed, const, **cheap)
+        bound = min(bound, crit + low)
+        chosen = {t: allowed[t][p] for t, p in zip(allowed, picks, strict=True)}
+        ms = cost_model.evaluate(o.cost for o in chosen.values()).embedding_ms
+        if best is None or ms < best[0]:
+            best = (ms, allowed, const, picks)
+    assert best is not None  # the subset of every kind is the unrestricted problem
+    _, allowed, const, picks = best
+    if cheap:
+        picks, _ = solve(allowed, const)
+    chosen = {t: allowed[t][p] for t, p in zip(allowed, picks, strict=True)}
+    result = _result(chosen, options, budget_bytes, cost_model, -math.inf)
+    return dataclasses.replace(result, lower_bound_ms=min(bound, result.embedding_ms))
 
 
 def _arrays(opts: list[Option]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -330,7 +353,7 @@ def _value(arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], picks: list[
            const: float) -> float:
     f = sum(float(a[1][p]) for a, p in zip(arrays, picks, strict=True))
     g = sum(float(a[2][p]) for a, p in zip(arrays, picks, strict=True))
-    return _objective(f, g, const)
+    return objective(f, g, const)
 
 
 def _result(
@@ -350,7 +373,7 @@ def _result(
         fitting = [o for o in others if o.hbm_bytes <= pick.hbm_bytes]
         runner = min(
             fitting or others,
-            key=lambda o: _objective(f_all - pick.f + o.f, g_all - pick.g + o.g, const),
+            key=lambda o: objective(f_all - pick.f + o.f, g_all - pick.g + o.g, const),
             default=None,
         )
         runner_bd = None

@@ -43,8 +43,17 @@ twice. Exposed = `max(0, sum bg - window)`: fetches are hidden while
 their total is at most the window, and only the excess lengthens the step (e.g. a model whose
 only HBM-side work is tiny, with no dense time, exposes almost all of it).
 
-Headline: embedding ms = HBM time + critical link time + exposed; all-to-all is reported
-separately, and step ms = embedding + all-to-all + dense.
+Cache machinery (`machinery.py`: FBGEMM's linearize/unique/find/insert/lookup kernels, with
+the sources and the estimates of its constants): per id on the critical path for LRU/LFU
+(part of `hbm_ms`, GPU time) and in the background for look-forward caches; plus a per-batch
+charge per distinct cache kind of the plan (`CostBreakdown.batch_machinery_ms` on the critical
+path, prefetched kinds' in the background).
+
+All-reduce (`allreduce_ms`, for replicated rows, `replication.py`): a ring all-reduce of `X`
+bytes moves `2 (n - 1) / n x X` bytes per rank over `net` (the all-to-all's bandwidth rule).
+
+Headline: embedding ms = HBM time + critical link time + exposed + per-batch machinery;
+all-to-all is reported separately, and step ms = embedding + all-to-all + dense.
 
 Against TorchRec 1.8 (`constants.kernel_bw_lookup`, `estimator`): `fused` reads at
 `hbm_mem_bw` (same as here). `fused_uvm` charges *all* lookups at `hbm_to_ddr_mem_bw / 10`;
@@ -67,6 +76,7 @@ from torchrec import EmbeddingBagConfig
 from torchrec.modules.embedding_configs import data_type_to_dtype
 
 from torchrec_hot.planner import memory
+from torchrec_hot.planner.strategy.machinery import CacheMachinery, cache_kind
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
 
 _MS_PER_S = 1000.0
@@ -174,7 +184,9 @@ class TableCost:
     """One table's modeled time per step on one rank (ms), before overlap, and its bytes.
 
     `hbm_ms` and `link_ms` are on the critical path; `background_ms` is look-forward traffic
-    that the overlap window may hide (see `CostBreakdown.exposed_ms`).
+    that the overlap window may hide (see `CostBreakdown.exposed_ms`); `machinery_ms` is the
+    cache kernels' per-id time on the critical path (a look-forward cache's is in
+    `background_ms`); `cache`: the (policy, prefetched) kind of its cache, None without one.
     """
 
     table: str
@@ -191,11 +203,14 @@ class TableCost:
     a2a_ms: float
     link_bytes: float  # per global step, both directions
     hbm_bytes: float  # per global step, reads + writes of rows and gradients
+    machinery_ms: float = 0.0
+    cache: tuple[str, bool] | None = None
 
     @property
     def hbm_ms(self) -> float:
-        """Critical-path HBM time: forward reads + backward gradient reads + updates."""
-        return self.fwd_hbm_ms + self.bwd_grad_ms + self.bwd_hbm_ms
+        """Critical-path GPU time: forward reads + backward gradient reads + updates + the
+        cache kernels' per-id time."""
+        return self.fwd_hbm_ms + self.bwd_grad_ms + self.bwd_hbm_ms + self.machinery_ms
 
     @property
     def link_ms(self) -> float:
@@ -216,11 +231,13 @@ class CostBreakdown:
     exposed_ms: float
     a2a_ms: float
     dense_ms: float
+    batch_machinery_ms: float = 0.0  # per-batch cache kernels on the critical path
 
     @property
     def embedding_ms(self) -> float:
-        """Headline: HBM + critical link + exposed fetch ms (all-to-all excluded)."""
-        return self.hbm_ms + self.link_ms + self.exposed_ms
+        """Headline: HBM + critical link + exposed fetch + per-batch cache machinery ms
+        (all-to-all excluded)."""
+        return self.hbm_ms + self.link_ms + self.exposed_ms + self.batch_machinery_ms
 
     def table_ms(self, table: str) -> float:
         """A table's share of the embedding time: its HBM + link time + its exposed share."""
@@ -240,6 +257,8 @@ class CostModel:
         dense_ms: dense compute per step per rank, which widens the overlap window.
         uvm_efficiency: `e`, share of link bandwidth reached by in-place row-sized UVM
             accesses (1.0; TorchRec's estimator assumes 0.1).
+        machinery: GPU time of FBGEMM's cache kernels (`machinery.CacheMachinery()`: the
+            estimated defaults; `NO_MACHINERY`: bytes only, as before).
     """
 
     def __init__(
@@ -252,6 +271,7 @@ class CostModel:
         local_world_size: int | None = None,
         dense_ms: float = 0.0,
         uvm_efficiency: float = 1.0,
+        machinery: CacheMachinery | None = None,
     ) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
@@ -266,6 +286,7 @@ class CostModel:
         self.local_world_size = world_size if local_world_size is None else local_world_size
         self.dense_ms = dense_ms
         self.uvm_efficiency = uvm_efficiency
+        self.machinery = CacheMachinery() if machinery is None else machinery
 
     def spec(self, table: str) -> TableCostSpec:
         """The `TableCostSpec` of `table` (ValueError when the model does not know it)."""
@@ -290,6 +311,12 @@ class CostModel:
         pooled = n * self.batch_per_rank * spec.num_features * spec.dim * spec.output_bytes
         return 2.0 * pooled * (n - 1) / n**2 / self.network_bw * _MS_PER_S
 
+    def allreduce_ms(self, nbytes: float) -> float:
+        """Ring all-reduce of `nbytes` (each rank's buffer) per rank (ms): `2 (n-1)/n x nbytes
+        / net`; 0 on one rank."""
+        n = self.world_size
+        return 2.0 * (n - 1) / n * nbytes / self.network_bw * _MS_PER_S
+
     def table_cost(self, traffic: TableTraffic) -> TableCost:
         """Per-rank ms of each term for one table (no overlap applied; see `evaluate`)."""
         spec, n = self.spec(traffic.table), self.world_size
@@ -313,6 +340,9 @@ class CostModel:
         uvm_update = q_uvm * w + state_uvm * s  # each direction
         fill = max(traffic.fetched_rows, traffic.written_back_rows) * w / link
         fill, background = (0.0, fill) if traffic.fetch_overlappable else (fill, 0.0)
+        machinery = self.machinery.table_ms(traffic, n)
+        if traffic.strategy.prefetched:  # runs on the prefetch stream with the fills
+            background, machinery = background + machinery, 0.0
         moved = traffic.uvm_lookups * w + (traffic.fetched_rows + traffic.written_back_rows) * w
         return TableCost(
             table=traffic.table, strategy=traffic.strategy, hbm_rows=traffic.hbm_rows,
@@ -321,7 +351,8 @@ class CostModel:
             bwd_grad_ms=grad_bytes / hbm, bwd_hbm_ms=hbm_update / hbm,
             bwd_uvm_ms=uvm_update / uvm, fill_ms=fill, background_ms=background,
             a2a_ms=self.a2a_ms(traffic.table), link_bytes=moved + 2.0 * uvm_update,
-            hbm_bytes=hbm_read + grad_bytes + hbm_update,
+            hbm_bytes=hbm_read + grad_bytes + hbm_update, machinery_ms=machinery,
+            cache=cache_kind(traffic),
         )
 
     def evaluate(self, traffic: Iterable[TableTraffic | TableCost]) -> CostBreakdown:
@@ -332,8 +363,9 @@ class CostModel:
             raise ValueError("evaluate takes one TableTraffic per table; got a table twice")
         hbm_ms = sum(c.hbm_ms for c in costs)
         a2a_ms = sum(c.a2a_ms for c in costs)
-        background = sum(c.background_ms for c in costs)
-        window = hbm_ms + a2a_ms + self.dense_ms
+        batch_crit, batch_bg = self.machinery.batch_ms(c.cache for c in costs)
+        background = sum(c.background_ms for c in costs) + batch_bg
+        window = hbm_ms + batch_crit + a2a_ms + self.dense_ms
         exposed = max(0.0, background - window)
         share = exposed / background if background > 0 else 0.0
         return CostBreakdown(
@@ -346,6 +378,7 @@ class CostModel:
             exposed_ms=exposed,
             a2a_ms=a2a_ms,
             dense_ms=self.dense_ms,
+            batch_machinery_ms=batch_crit,
         )
 
 

@@ -24,10 +24,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,8 @@ from torchrec_hot.planner.strategy.cost_model import (
     HardwareSpec,
     TableCostSpec,
 )
+from torchrec_hot.planner.strategy.machinery import CacheMachinery
+from torchrec_hot.planner.strategy.realise import realised_table_plan
 from torchrec_hot.planner.strategy.simulate import default_warmup, evaluate_table, holdout_batches
 from torchrec_hot.planner.strategy.summary import StrategySummary, TableStrategy
 from torchrec_hot.planner.strategy.types import Strategy, TableTraffic
@@ -54,6 +56,8 @@ from torchrec_hot.planner.table_plans import table_plan_from_counts
 from torchrec_hot.profiling.profile import PopularityProfile
 from torchrec_hot.tables.allocation import TableDemand, allocate_hot_rows
 
+# the summary's name of TorchRec's embedding offloading plan (`stock.compare_with_tuned_stock`)
+TUNED_STOCK = "stock TorchRec, embedding offloading"
 # single-strategy plans the summary compares with: name -> strategies allowed
 ALTERNATIVES: dict[str, tuple[Strategy, ...]] = {
     "all static (FAE)": (Strategy.STATIC,),
@@ -75,6 +79,8 @@ class StrategyOptions:
         sizes_per_table: HBM sizes simulated per table (the geometric part of the grid).
         max_batches: most held-out global batches simulated per table.
         dense_ms: dense compute per step and rank, widening the window that hides prefetches.
+        machinery: GPU time of FBGEMM's cache kernels (None: `machinery.CacheMachinery()`,
+            estimated defaults; `NO_MACHINERY`: bytes only).
     """
 
     hardware: HardwareSpec = H100
@@ -84,6 +90,7 @@ class StrategyOptions:
     sizes_per_table: int = 7
     max_batches: int = 16
     dense_ms: float = 0.0
+    machinery: CacheMachinery | None = None
 
 
 class StrategyEvaluation:
@@ -137,6 +144,7 @@ class StrategyEvaluation:
         self.cost_model = CostModel(
             options.hardware, world_size, specs, batch_size,
             local_world_size=local_world_size, dense_ms=options.dense_ms,
+            machinery=options.machinery,
         )  # fmt: skip
         global_batch = world_size * batch_size
         self.batches: dict[str, list[np.ndarray]] = {}
@@ -153,6 +161,7 @@ class StrategyEvaluation:
         self.curves: dict[str, dict[Strategy, list[TableTraffic]]] = {}
         self._choices: dict[tuple[int, tuple[Strategy, ...] | None], Choice] = {}
         self._plain: dict[tuple[str, int], TablePlan] = {}
+        self._stock_cache: dict[int, tuple[ShardingPlan, list[TableTraffic]]] = {}
         static = [
             allocate_hot_rows(demands, int(share * total_budget_bytes)) for share in (1.0, 0.5)
         ]
@@ -217,7 +226,7 @@ class StrategyEvaluation:
         out = []
         for c in self.configs:
             traffic = choice.tables[c.name].chosen.traffic
-            out.append(_table_plan(c, traffic, self._plain_plan))
+            out.append(realised_table_plan(c, traffic, self._plain_plan))
         return out
 
     def _plain_plan(self, config: EmbeddingBagConfig, hot_rows: int) -> TablePlan:
@@ -231,9 +240,14 @@ class StrategyEvaluation:
         return self._plain[key]
 
     def summary(
-        self, choice: Choice, stock: ShardingPlan | None, table_plans: Sequence[TablePlan] = ()
+        self,
+        choice: Choice,
+        stock: ShardingPlan | None,
+        table_plans: Sequence[TablePlan] = (),
+        tuned: ShardingPlan | None = None,
     ) -> StrategySummary:
-        """The report's view of `choice` beside stock TorchRec and the single strategies;
+        """The report's view of `choice` beside stock TorchRec (`stock`: its default plan,
+        `tuned`: its embedding offloading plan, key `TUNED_STOCK`) and the single strategies;
         `table_plans` (the plan's, when given) name what each table became (a look-forward
         split whose cache got no slots is a static split)."""
         became = {tp.name: tp.strategy for tp in table_plans}
@@ -257,7 +271,8 @@ class StrategyEvaluation:
             ))
         picks: dict[str, Sequence[TableTraffic] | None] = {
             "ours": [choice.tables[c.name].chosen.traffic for c in self.configs],
-            "stock TorchRec": self._stock_traffic(stock),
+            "stock TorchRec": self.stock_traffic(stock),
+            TUNED_STOCK: self.stock_traffic(tuned),
         }
         for name, allowed in self._alternatives().items():
             alt = self.choose(choice.budget_bytes, allowed)
@@ -279,6 +294,7 @@ class StrategyEvaluation:
         b = choice.breakdown
         notes = (
             f"ours: HBM {b.hbm_ms:.4f} ms + host link on the critical path {b.link_ms:.4f} ms + "
+            f"per-batch cache machinery {b.batch_machinery_ms:.4f} ms + "
             f"exposed prefetch {b.exposed_ms:.4f} ms (prefetch {b.background_ms:.4f} ms overlaps "
             f"a window of {b.window_ms:.4f} ms = HBM time + all-to-all {b.a2a_ms:.4f} ms + dense "
             f"{b.dense_ms:.4f} ms; prefetches are hidden while they fit the window)",
@@ -321,10 +337,14 @@ class StrategyEvaluation:
         cold = (traffic.hbm_hit_rate - sim_hot) / (1.0 - sim_hot) if sim_hot < 1 else 1.0
         return hot + (1.0 - hot) * min(1.0, max(0.0, cold))
 
-    def _stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
-        """Stock TorchRec's plan as traffic: its kernel (and cache) per table, simulated."""
+    def stock_traffic(self, stock: ShardingPlan | None) -> list[TableTraffic] | None:
+        """A stock TorchRec plan as traffic on the same trace: its kernel per table, a cache
+        simulated at its load factor x rows (LRU, or LFU; with `prefetch_pipeline` the
+        look-forward cache), cached by plan (None: no plan)."""
         if stock is None or not stock.plan:
             return None
+        if id(stock) in self._stock_cache:
+            return self._stock_cache[id(stock)][1]
         module = parameter_shardings(stock)
         out = []
         for c in self.configs:
@@ -346,44 +366,11 @@ class StrategyEvaluation:
                 out.append(sim[strategy][0])
             else:
                 out.append(curves[Strategy.ALL_UVM][0])
+        self._stock_cache[id(stock)] = (stock, out)  # the plan is kept: its id stays unique
         return out
 
-
-def _table_plan(
-    config: EmbeddingBagConfig,
-    traffic: TableTraffic,
-    plain_plan: Callable[[EmbeddingBagConfig, int], TablePlan],
-) -> TablePlan:
-    """The `TablePlan` that realises one chosen option (module docstring, step 3)."""
-    rows = config.num_embeddings
-    s = traffic.strategy
-    if s is Strategy.ALL_HBM:
-        hot, cache = rows, 0
-    elif s is Strategy.ALL_UVM:
-        hot, cache = 0, 0
-    elif s is Strategy.STATIC:
-        hot, cache = min(rows, traffic.hbm_rows), 0
-    elif s is Strategy.STATIC_LOOK_FORWARD:
-        hot = min(rows, traffic.hot_rows)
-        cache = traffic.hbm_rows - hot
-    else:
-        hot, cache = 0, traffic.hbm_rows
-    if cache > 0 and cache >= rows - hot:  # a cache as large as the UVM rows: all in HBM
-        hot, cache = rows, 0
-    base = plain_plan(config, hot)
-    if cache <= 0:  # what the table became: a plain split, or a whole table
-        label = {0: Strategy.ALL_UVM, rows: Strategy.ALL_HBM}.get(hot, Strategy.STATIC)
-        if s is Strategy.STATIC:  # a static choice of 0 or all rows stays "static"
-            label = s
-        return _with(base, strategy=label.value)
-    return _with(
-        base,
-        strategy=s.value,
-        cache_rows=int(cache),
-        cache_algorithm=s.cache_algorithm,
-        prefetch=s.prefetched,
-    )
-
-
-def _with(tp: TablePlan, **changes: object) -> TablePlan:
-    return dataclasses.replace(tp, **changes)  # type: ignore[arg-type]
+    def with_cost_model(self, cost_model: CostModel) -> StrategyEvaluation:
+        """The same traffic curves (and simulated stock plans) under another cost model."""
+        other = copy.copy(self)
+        other.cost_model, other._choices = cost_model, {}
+        return other
