@@ -7,6 +7,7 @@ References are plain: the share of a held-out window's lookups that the plan's r
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -15,9 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.builders import tables_of
-from torchrec_hot import HotPlanner, PopularityProfile, build_report, format_report, make_topology
+from torchrec_hot import (
+    HotPlan,
+    HotPlanner,
+    PopularityProfile,
+    build_report,
+    format_report,
+    make_topology,
+)
 from torchrec_hot.data.workloads import zipf_batches
-from torchrec_hot.planner.strategy.evaluation import StrategyOptions
+from torchrec_hot.planner.strategy.evaluation import TUNED_STOCK, StrategyOptions
 from torchrec_hot.planner.strategy.machinery import NO_MACHINERY
 from torchrec_hot.planner.strategy.types import Strategy
 from torchrec_hot.report.rows import MIN_EVIDENCE_BATCHES
@@ -76,9 +84,12 @@ def test_report_share_is_not_the_in_sample_share():
 
 
 def _shares_in_text(text: str) -> dict[str, str]:
-    """ours / stock as the summary line and the strategy section's model block print them."""
+    """ours / stock / tuned stock as the summary lines and the strategy section's model block
+    print them."""
     summary = re.search(r"torchrec-hot ([\d.]+)% vs stock TorchRec ([\d.]+)%", text)
-    assert summary is not None, text
+    tuned = re.search(r"torchrec-hot ([\d.]+)% vs stock TorchRec, embedding offloading "
+                      r"([\d.]+)% \(([\d.]+)x\)", text)  # fmt: skip
+    assert summary is not None and tuned is not None, text
     model = text.split("[modeled embedding time per step, whole model]")[1]
     rows = {ln.split("  ")[0].strip(): ln.split() for ln in model.splitlines()[2:] if ln.strip()}
     return {
@@ -86,6 +97,9 @@ def _shares_in_text(text: str) -> dict[str, str]:
         "summary stock": summary.group(2),
         "strategy ours": rows["ours"][-3],
         "strategy stock": rows["stock TorchRec"][-3],
+        "summary tuned": tuned.group(2),
+        "summary tuned ratio": tuned.group(3),
+        "strategy tuned": rows[TUNED_STOCK][-3],
     }
 
 
@@ -116,6 +130,21 @@ def test_one_number_for_ours_and_stock_in_every_section(workload, allowed):
     shares = _shares_in_text(text)
     assert shares["summary ours"] == shares["strategy ours"], (seed, shares)
     assert shares["summary stock"] == shares["strategy stock"], (seed, shares)
+    assert shares["summary tuned"] == shares["strategy tuned"], (seed, shares)
+    # tuned stock: its tables' shares (its caches' simulated hit rates) weighted by the
+    # profile's lookups, as plain numpy; ours / tuned stock as the ratio
+    tuned = report.tuned_stock
+    assert tuned is not None and tuned.error is None
+    by_tuned = plan.strategies.tuned_stock_hit_rate
+    assert set(by_tuned) == {t.name for t in tables}
+    lookups_of = np.array([tp.lookups for tp in plan.tables], dtype=np.float64)
+    pct = np.array([r.hbm_lookup_pct for r in tuned.tables])
+    assert pct == pytest.approx([100 * by_tuned[tp.name] for tp in plan.tables])
+    expected = float((pct / 100 * lookups_of).sum() / lookups_of.sum())
+    assert float(shares["summary tuned"]) == pytest.approx(100 * expected, abs=0.006)
+    ratio = report.ours.hbm_lookup_share / tuned.hbm_lookup_share
+    assert shares["summary tuned ratio"] == f"{ratio:.2f}"
+    assert sum(r.hbm_lookups for r in tuned.ranks) == pytest.approx(expected * lookups_of.sum())
     assert text.count("lookups from HBM: expected share") == 1  # the definition, once
     # per table and per rank, the same definition: caches count their hits on their shards
     lookups = sum(tp.lookups for tp in plan.tables)
@@ -149,3 +178,43 @@ def test_the_strategy_section_says_how_many_held_out_batches_it_rests_on(
     assert ("WARNING: only" in text) == warned == (measured < MIN_EVIDENCE_BATCHES)
     if warned:
         assert "--trace-ids" in text and "--batch-size" in text
+
+
+def test_tuned_stock_line_on_cuda_not_computed_on_cpu(workload):
+    """CUDA: a tuned stock block and summary line; CPU: the summary says it was not computed
+    (no zeros printed for it)."""
+    _, tables, profile, _ = workload
+    total = sum(t.num_embeddings * 16 * 4 for t in tables)
+    texts = {}
+    for device in ("cuda", "cpu"):
+        plan = HotPlanner(make_topology(2, device), int(0.05 * total / 2),
+                          batch_size=512).plan(tables, profile)  # fmt: skip
+        texts[device] = format_report(build_report(plan))
+    assert f"[{TUNED_STOCK}] (TorchRec topology hbm_cap" in texts["cuda"]
+    assert re.search(r"vs stock TorchRec, embedding offloading [\d.]+%", texts["cuda"])
+    assert "not computed" not in texts["cuda"]
+    assert f"[{TUNED_STOCK}]" not in texts["cpu"]
+    assert "tuned HBM" not in texts["cpu"]
+    assert f"{TUNED_STOCK}: not computed (CPU topology" in texts["cpu"]
+    assert f"vs {TUNED_STOCK}" not in texts["cpu"]
+
+
+def test_plan_file_round_trip_keeps_the_report(workload, tmp_path):
+    """A plan with both stock comparisons and strategies prints the same report after
+    `to_json` / `from_json`; a file from before tuned stock loads and says it predates it."""
+    _, tables, profile, holdout = workload
+    total = sum(t.num_embeddings * 16 * 4 for t in tables)
+    plan = HotPlanner(make_topology(2, "cuda"), int(0.05 * total / 2), batch_size=512,
+                      strategies=StrategyOptions(holdout=holdout, machinery=NO_MACHINERY)
+                      ).plan(tables, profile)  # fmt: skip
+    assert plan.tuned_stock is not None and plan.strategies.tuned_stock_hit_rate
+    plan.to_json(path := tmp_path / "plan.json")
+    loaded = HotPlan.from_json(path)
+    assert loaded.strategies == plan.strategies
+    assert format_report(build_report(loaded)) == format_report(build_report(plan))
+    doc = json.loads(path.read_text())
+    del doc["tuned_stock"], doc["strategies"]["tuned_stock_hit_rate"]
+    doc["strategies"]["model_ms"].pop(TUNED_STOCK)
+    path.write_text(json.dumps(doc))
+    old = format_report(build_report(HotPlan.from_json(path)))
+    assert f"{TUNED_STOCK}: not computed (this plan file predates it" in old

@@ -293,14 +293,15 @@ class HotPlanner:
             else None,
             self.topology.compute_device,
         )
-        tuned = (
+        tuned = shares.stock_expected(  # the same out-of-sample share as default stock
             compare_with_tuned_stock(
                 modules, counts, bytes_per_row, self._tuned_topology(io, budget),
                 self.batch_size, self.reservation_percentage, self.optimizer_class, stats,
                 weighted, row_budget=budget,
             )  # fmt: skip
             if self.compare_with_stock and self.topology.compute_device != "cpu"
-            else None
+            else None,
+            self.topology.compute_device,
         )
         summary = None
         if evaluation is not None:  # the choice behind the plan (cached by total)

@@ -13,6 +13,8 @@ the rows were chosen on) that reach a row in HBM, `hbm_definition(plan)`:
     Good-Turing estimate);
   * a cache (ours or stock, when the strategy section simulated it): its hit rate on the
     held-out batches after warm-up, over the lookups the hot rows leave.
+Stock is TorchRec's default plan and, beside it, its embedding offloading plan ("tuned stock",
+`TUNED_STOCK`: caches sized by `EmbeddingOffloadScaleupProposer`), both by that definition.
 Per-rank lookups are those shares times the profile's lookups, spread over each part's shards.
 """
 
@@ -23,9 +25,10 @@ from dataclasses import dataclass, replace
 
 from torchrec.distributed.types import ParameterSharding
 
-from torchrec_hot.planner.hot_plan import HotPlan, TablePlan
+from torchrec_hot.planner.hot_plan import HotPlan, StockComparison, TablePlan
 from torchrec_hot.planner.plan_io import parameter_shardings, shard_rows_per_rank
 from torchrec_hot.planner.stock import hbm_fraction
+from torchrec_hot.planner.strategy.evaluation import TUNED_STOCK
 from torchrec_hot.planner.strategy.summary import StrategySummary
 from torchrec_hot.tables.split import COLD_SUFFIX, HOT_SUFFIX, Placement
 
@@ -107,7 +110,9 @@ class Setting:
 class ShardingReport:
     """A report. `hbm_definition`: what "served from HBM" means in it (printed once);
     `strategies`: the strategy summary with ours / stock HBM shares as in the rest of the
-    report; `evidence`: the held-out batches behind it (None without strategies)."""
+    report; `evidence`: the held-out batches behind it (None without strategies);
+    `tuned_stock`: stock TorchRec's embedding offloading plan (None: `tuned_stock_absent` says
+    why)."""
 
     setting: Setting
     ours: PlanColumns
@@ -118,6 +123,9 @@ class ShardingReport:
     strategies: StrategySummary | None = None
     hbm_definition: str = ""
     evidence: Evidence | None = None
+    tuned_stock: PlanColumns | None = None
+    tuned_stock_hbm_cap: int | None = None
+    tuned_stock_absent: str = ""
 
 
 def _ranks_text(ranks: Iterable[int]) -> str:
@@ -189,13 +197,16 @@ def our_hbm_shares(plan: HotPlan) -> dict[str, float]:
     return {tp.name: chosen.get(tp.name, tp.expected_hot_share) for tp in plan.tables}
 
 
-def stock_hbm_shares(plan: HotPlan) -> dict[str, float]:
-    """Table -> share (0..1) of its lookups stock TorchRec's plan serves from HBM (same
-    definition); empty without a stock plan."""
-    stock = plan.stock
+def stock_hbm_shares(plan: HotPlan, tuned: bool = False) -> dict[str, float]:
+    """Table -> share (0..1) of its lookups stock TorchRec's plan (`tuned`: its embedding
+    offloading plan) serves from HBM (same definition); empty without that plan."""
+    stock = plan.tuned_stock if tuned else plan.stock
     if stock is None or stock.sharding_plan is None:
         return {}
-    simulated = plan.strategies.stock_hit_rate if plan.strategies is not None else {}
+    summary = plan.strategies
+    simulated = (
+        {} if summary is None else summary.tuned_stock_hit_rate if tuned else summary.stock_hit_rate
+    )
     return {
         tp.name: simulated.get(
             tp.name, stock.hbm_lookups.get(tp.name, 0.0) / tp.lookups if tp.lookups else 0.0
@@ -267,12 +278,14 @@ def _ours(plan: HotPlan, shares: Mapping[str, float]) -> PlanColumns:
     )
 
 
-def _stock(plan: HotPlan, shares: Mapping[str, float]) -> PlanColumns | None:
-    stock = plan.stock
+def _stock(
+    plan: HotPlan, stock: StockComparison | None, shares: Mapping[str, float], name: str
+) -> PlanColumns | None:
+    """A stock plan's rows (`name`: "stock TorchRec" or `TUNED_STOCK`)."""
     if stock is None:
         return None
     if stock.sharding_plan is None:
-        return PlanColumns("stock TorchRec", (), (), 0.0, error=stock.error)
+        return PlanColumns(name, (), (), 0.0, error=stock.error)
     world = plan.world_size
     module_plan = parameter_shardings(stock.sharding_plan)
     rows = []
@@ -299,7 +312,7 @@ def _stock(plan: HotPlan, shares: Mapping[str, float]) -> PlanColumns | None:
     lookups = {tp.name: shares[tp.name] * tp.lookups for tp in plan.tables}
     per_rank = _lookups_per_rank(module_plan, shapes, lookups, world)
     return PlanColumns(
-        name="stock TorchRec",
+        name=name,
         tables=tuple(rows),
         ranks=tuple(
             RankRow(r, stock.hbm_bytes_per_rank[r], stock.uvm_bytes_per_rank[r], per_rank[r])
@@ -322,18 +335,32 @@ def _evidence(summary: StrategySummary) -> Evidence | None:
     )
 
 
+def tuned_stock_absent(plan: HotPlan) -> str:
+    """Why `plan` carries no tuned stock comparison ("" when it does)."""
+    if plan.tuned_stock is not None:
+        return ""
+    if plan.compute_device == "cpu":
+        return "CPU topology: TorchRec's embedding offloading caches rows in HBM"
+    if plan.stock is None:
+        return "planned without the stock comparison"
+    return "this plan file predates it; re-plan to get it"
+
+
 def build_report(plan: HotPlan) -> ShardingReport:
     """The report's rows for `plan` (and its stock comparison, when the plan has one)."""
     setting = Setting(plan.world_size, plan.compute_device, plan.hbm_budget_bytes,
                       plan.hbm_cap_bytes, plan.batch_size, plan.optimizer)  # fmt: skip
     ours = _ours(plan, our_hbm_shares(plan))
-    stock = _stock(plan, stock_hbm_shares(plan))
+    stock = _stock(plan, plan.stock, stock_hbm_shares(plan), "stock TorchRec")
+    tuned = _stock(plan, plan.tuned_stock, stock_hbm_shares(plan, tuned=True), TUNED_STOCK)
     summary = plan.strategies
     if summary is not None:  # ours and stock by the report's numbers: one number per plan
         hit = dict(summary.model_hit_rate)
         hit["ours"] = ours.hbm_lookup_share
         if "stock TorchRec" in hit and stock is not None and stock.error is None:
             hit["stock TorchRec"] = stock.hbm_lookup_share
+        if TUNED_STOCK in hit and tuned is not None and tuned.error is None:
+            hit[TUNED_STOCK] = tuned.hbm_lookup_share
         shares = {r.table: r.hbm_lookup_pct / 100.0 for r in ours.tables}
         tables = tuple(
             replace(t, hbm_hit_rate=shares.get(t.table, t.hbm_hit_rate)) for t in summary.tables
@@ -349,4 +376,7 @@ def build_report(plan: HotPlan) -> ShardingReport:
         constrained=tuple(t.name for t in plan.tables if t.constrained),
         hbm_definition=hbm_definition(plan),
         evidence=_evidence(summary) if summary is not None else None,
+        tuned_stock=tuned,
+        tuned_stock_hbm_cap=plan.tuned_stock.hbm_cap_bytes if plan.tuned_stock else None,
+        tuned_stock_absent=tuned_stock_absent(plan),
     )

@@ -61,25 +61,52 @@ def _table_block(cols: PlanColumns, hbm_cap: int | None = None) -> str:
     return f"[{cols.name}]{cap}\n" + _grid(header, rows)
 
 
-def _rank_block(ours: PlanColumns, stock: PlanColumns | None) -> str:
+def _rank_block(ours: PlanColumns, *stocks: tuple[str, PlanColumns | None]) -> str:
+    """Per rank: ours, then each (column prefix, stock plan) that has a plan."""
     header = ["rank", "HBM (hot)", "UVM (cold)", "lookups from HBM"]
-    with_stock = stock is not None and stock.error is None
-    if with_stock:
-        header += ["stock HBM", "stock UVM", "stock lookups from HBM"]
+    shown = [(p, c) for p, c in stocks if c is not None and c.error is None]
+    for prefix, _ in shown:
+        header += [f"{prefix} HBM", f"{prefix} UVM", f"{prefix} lookups from HBM"]
     rows = []
     for i, r in enumerate(ours.ranks):
         row = [str(r.rank), format_bytes(r.hbm_bytes), format_bytes(r.uvm_bytes),
                f"{r.hbm_lookups:,.0f}"]  # fmt: skip
-        if with_stock:
-            s = stock.ranks[i]  # type: ignore[union-attr]
+        for _, cols in shown:
+            s = cols.ranks[i]
             row += [format_bytes(s.hbm_bytes), format_bytes(s.uvm_bytes), f"{s.hbm_lookups:,.0f}"]
         rows.append(row)
-    title = "[per rank] lookups from HBM as defined above, at the profile's volume\n"
-    return title + _grid(header, rows)
+    title = "[per rank] lookups from HBM as defined above, at the profile's volume"
+    if len(shown) > 1:
+        title += "; tuned: stock TorchRec, embedding offloading"
+    return title + "\n" + _grid(header, rows)
+
+
+def _versus(ours: float, name: str, stock: PlanColumns) -> str:
+    if stock.error is not None:
+        return f"{name}: no plan fits this budget"
+    share = stock.hbm_lookup_share
+    ratio = f" ({ours / share:.2f}x)" if share > 0 else ""
+    return f"{name} {100 * share:.2f}%{ratio}"
+
+
+def tuned_summary_line(report: ShardingReport) -> str:
+    """The verdict against stock TorchRec's embedding offloading (tuned stock), or why there is
+    none; "" without any stock comparison."""
+    if report.stock is None and report.tuned_stock is None:
+        return ""
+    indent = " " * len("lookups served from HBM: ")
+    if report.tuned_stock is None:
+        why = report.tuned_stock_absent
+        return f"{indent}stock TorchRec, embedding offloading: not computed ({why})"
+    ours = f"{100 * report.ours.hbm_lookup_share:.2f}%"
+    versus = _versus(report.ours.hbm_lookup_share, "stock TorchRec, embedding offloading",
+                     report.tuned_stock)  # fmt: skip
+    return f"{indent}torchrec-hot {ours} vs {versus}"
 
 
 def summary_line(report: ShardingReport) -> str:
-    """The one-line verdict: lookups served from HBM, ours beside stock TorchRec."""
+    """The one-line verdict: lookups served from HBM, ours beside stock TorchRec's default
+    plan (`tuned_summary_line`: beside its embedding offloading plan)."""
     ours = f"{100 * report.ours.hbm_lookup_share:.2f}%"
     if report.stock is None:
         return f"lookups served from HBM: torchrec-hot {ours} (stock TorchRec not planned)"
@@ -105,8 +132,11 @@ def format_report(report: ShardingReport) -> str:
     parts.append(_table_block(report.ours))
     if report.stock is not None:
         parts.append(_table_block(report.stock, report.stock_hbm_cap))
-    parts.append(_rank_block(report.ours, report.stock))
-    parts.append(summary_line(report))
+    if report.tuned_stock is not None:
+        parts.append(_table_block(report.tuned_stock, report.tuned_stock_hbm_cap))
+    parts.append(_rank_block(report.ours, ("stock", report.stock),
+                             ("tuned", report.tuned_stock)))  # fmt: skip
+    parts.append("\n".join(filter(None, [summary_line(report), tuned_summary_line(report)])))
     if report.strategies is not None:
         parts.append(_strategy_block(report.strategies, report.evidence))
     return "\n\n".join(parts)

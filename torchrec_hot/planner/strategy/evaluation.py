@@ -290,7 +290,7 @@ class StrategyEvaluation:
             hit[name] = sum(self.hbm_share(t) * weight[t.table] for t in traffic) / max(
                 lookups, 1e-12)
             link[name] = sum(c.link_bytes for c in breakdown.tables.values())
-        stock_traffic = picks["stock TorchRec"]
+        stock_traffic, tuned_traffic = picks["stock TorchRec"], picks[TUNED_STOCK]
         b = choice.breakdown
         notes = (
             f"ours: HBM {b.hbm_ms:.4f} ms + host link on the critical path {b.link_ms:.4f} ms + "
@@ -314,6 +314,9 @@ class StrategyEvaluation:
                 {t.table: self.hbm_share(t) for t in stock_traffic} if stock_traffic else {}
             ),
             global_batch=self.global_batch,
+            tuned_stock_hit_rate=(
+                {t.table: self.hbm_share(t) for t in tuned_traffic} if tuned_traffic else {}
+            ),
         )
 
     def hbm_share(self, traffic: TableTraffic) -> float:

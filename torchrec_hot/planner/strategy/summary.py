@@ -58,6 +58,8 @@ class StrategySummary:
         notes: lines that explain the model's verdicts (e.g. what overlap hides).
         stock_hit_rate: per table, the share of its lookups stock TorchRec's plan serves from
             HBM, by the same definition (empty: stock not compared).
+        tuned_stock_hit_rate: the same for stock TorchRec's embedding offloading plan
+            (`evaluation.TUNED_STOCK`; empty: not compared, or a plan file from before it).
         global_batch: samples per held-out global batch (world size x batch size; 0: unknown).
     """
 
@@ -71,6 +73,7 @@ class StrategySummary:
     notes: tuple[str, ...] = ()
     stock_hit_rate: dict[str, float] = field(default_factory=dict)
     global_batch: int = 0
+    tuned_stock_hit_rate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,4 +94,7 @@ class StrategySummary:
             notes=tuple(d.get("notes", ())),
             stock_hit_rate={k: float(v) for k, v in d.get("stock_hit_rate", {}).items()},
             global_batch=int(d.get("global_batch", 0)),
+            tuned_stock_hit_rate={
+                k: float(v) for k, v in d.get("tuned_stock_hit_rate", {}).items()
+            },
         )
