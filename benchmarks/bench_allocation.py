@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_planner import BATCH, BUDGETS, DIM, WORKLOADS, WORLD, profiles
+from bench_planner import (
+    BATCH,
+    BUDGETS,
+    DIM,
+    WORKLOADS,
+    WORLD,
+    parse_workload_args,
+    profiles,
+    workload_parser,
+)
 from doc_sections import machine, write_section
 from tqdm import tqdm
 
@@ -137,22 +146,7 @@ def markdown(rows: list[dict[str, Any]], args: dict[str, Any], seconds: float) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="Kaggle x --scale only, few batches")
-    p.add_argument("--scale", type=float, default=0.05, help="table scale of --quick")
-    p.add_argument("--profile-batches", type=int, default=None,
-                   help="global batches profiled (window 0); default 64, --quick 8")
-    p.add_argument("--holdout-batches", type=int, default=None,
-                   help="held-out global batches (window 1); default 16, --quick 8")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-doc", action="store_true", help="do not write docs/")
-    p.add_argument("--from-json", type=Path, default=None,
-                   help="re-render docs from a results file of an earlier run, measure nothing")
-    args = p.parse_args(argv)
-    if args.profile_batches is None:
-        args.profile_batches = 8 if args.quick else 64
-    if args.holdout_batches is None:
-        args.holdout_batches = 8 if args.quick else 16
+    args = parse_workload_args(workload_parser(__doc__.splitlines()[0]), argv)
     if args.from_json is not None:
         results = json.loads(args.from_json.read_text())
     else:

@@ -309,8 +309,9 @@ def run(
             "peak_rss_gib": peak_rss_gib()}  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def workload_parser(description: str) -> argparse.ArgumentParser:
+    """The options bench_planner shares with bench_allocation (its workloads, batches, docs)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="Kaggle x --scale only, few batches")
     p.add_argument("--scale", type=float, default=0.05, help="table scale of --quick")
     p.add_argument("--profile-batches", type=int, default=None,
@@ -318,19 +319,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--holdout-batches", type=int, default=None,
                    help="held-out global batches traced (window 1); default 16, --quick 8")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--datasets", nargs="*", default=None,
-                   help="only these of criteo-terabyte / criteo-kaggle (default: all)")
-    p.add_argument("--workloads", nargs="*", default=None,
-                   help="only these workloads (default: all)")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/")
     p.add_argument("--from-json", type=Path, default=None,
                    help="re-render docs from a results file of an earlier run, measure nothing")
+    return p
+
+
+def parse_workload_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`p`'s arguments, the batch counts defaulted by --quick."""
     args = p.parse_args(argv)
     if args.profile_batches is None:
         args.profile_batches = 8 if args.quick else 64
     if args.holdout_batches is None:
         args.holdout_batches = 8 if args.quick else 16
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = workload_parser(__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="*", default=None,
+                   help="only these of criteo-terabyte / criteo-kaggle (default: all)")
+    p.add_argument("--workloads", nargs="*", default=None,
+                   help="only these workloads (default: all)")
+    return parse_workload_args(p, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
