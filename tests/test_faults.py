@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.builders import states_equal
 from torchrec_hot.cli.main import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +97,6 @@ def test_killed_rank_restarts_from_checkpoint_and_ends_identical(tmp_path: Path)
     sa = torch.load(tmp_path / "clean" / "state.pt.hot_cold")
     sb = torch.load(killed_dir / "state.pt.hot_cold")
     assert sa["dense"]["state"] and any(sa["embedding"].values())  # Adam moments, Adagrad
-    assert _equal(sa, sb)
+    assert states_equal(sa, sb)
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, dict):
-        return sorted(a) == sorted(b) and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return a == b

@@ -15,7 +15,7 @@ from torchrec.datasets.utils import Batch
 from torchrec.distributed import DistributedModelParallel
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 
-from tests.builders import dlrm_model, stock_plan, tables_of, zipf_kjt
+from tests.builders import dlrm_model, states_equal, stock_plan, tables_of, zipf_kjt
 from tests.dist_utils import fork_jobs
 from torchrec_hot import CheckpointError, load_checkpoint, save_checkpoint
 from torchrec_hot.checkpoint.gathered import logical_optimizer_state, logical_state_dict
@@ -116,14 +116,6 @@ def _resume_worker(rank: int, world: int, seed: int, directory: str) -> dict:
             "counter": counter.value, "missing": missing}
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, dict):
-        return sorted(a) == sorted(b) and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return a == b
-
-
 @pytest.mark.multiprocess
 def test_resumed_training_state_continues_bit_for_bit(tmp_path: Path):
     seed = int(np.random.default_rng().integers(2**20))
@@ -133,7 +125,7 @@ def test_resumed_training_state_continues_bit_for_bit(tmp_path: Path):
         ref, got = r["reference"], r["resumed"]
         assert ref["over"] and ref["dense"]  # Adam moments exist
         for part in ("weights", "fused", "over", "dense", "lrs"):
-            assert _equal(ref[part], got[part]), part
+            assert states_equal(ref[part], got[part]), part
         assert r["draws"] == r["resumed_draws"]
         p = r["progress"]
         assert (p.step, p.data_position, p.saved_world_size, p.rng_restored) == (
@@ -154,6 +146,6 @@ def test_flattened_entries_rebuild_nested_state():
     assert not any(isinstance(v, (dict, list)) for v in flat.values())
     assert flat["opt/by_index/0/m"] is t and flat["opt/param_groups/0/params/0"] == "a.w"
     rebuilt = rebuild_entries(entries, {k: v for k, v in flat.items()})
-    assert _equal({k: v for k, v in rebuilt.items() if k != "x"},
+    assert states_equal({k: v for k, v in rebuilt.items() if k != "x"},
                   {k: v for k, v in entries.items() if k != "x"})
     assert np.array_equal(rebuilt["x"], entries["x"])

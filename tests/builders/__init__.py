@@ -255,3 +255,12 @@ def train_steps(
         (values * g.to(device)).sum().backward()
         outputs.append(values.detach().cpu())
     return outputs
+
+
+def states_equal(a, b) -> bool:
+    """Nested dicts of tensors and values (state dicts, optimizer states) equal bit for bit."""
+    if isinstance(a, dict):
+        return sorted(a) == sorted(b) and all(states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
