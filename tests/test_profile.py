@@ -183,3 +183,37 @@ def test_corrupt_truncated_and_foreign_files(tmp_path: Path):
     np.savez(newer, meta=np.array(meta.replace('"format_version": 1', '"format_version": 9')))
     with pytest.raises(ProfileFormatError, match="version 9"):
         load_profile(newer)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_large_chunks_count_on_threads_as_numpy_does(dtype):
+    """Chunks large enough for the profile's thread pool (2^18+ ids), tables on both kernels
+    (bincount: small next to the chunk; scatter_add_: larger), equal to np.bincount, and the
+    same on one thread; a chunk with two bad features raises the first one in chunk order and
+    counts nothing."""
+    from torchrec_hot.data.chunk import FeatureIds, IdChunk
+
+    rng = np.random.default_rng()
+    sizes = [3, 1500, 70_000, 3_000_000]
+    tables = _tables(sizes, shared=False)
+    pooled, single = PopularityProfile(tables, threads=2), PopularityProfile(tables, threads=1)
+    expected = [np.zeros(n, dtype=np.int64) for n in sizes]
+    for samples in (1 << 17, 3 << 16):
+        ids = [(rng.zipf(1.2, samples) * 7919) % n for n in sizes]
+        chunk = IdChunk(samples, {
+            f"f{i}": FeatureIds(torch.from_numpy(v).to(dtype)) for i, v in enumerate(ids)
+        })
+        for profile in (pooled, single):
+            profile.update_chunk(chunk)
+        for i, v in enumerate(ids):
+            expected[i] += np.bincount(v, minlength=sizes[i])
+    for i, t in enumerate(tables):
+        np.testing.assert_array_equal(pooled.counts(t.name), expected[i])
+        np.testing.assert_array_equal(single.counts(t.name), expected[i])
+    bad = {f"f{i}": FeatureIds(torch.zeros(1 << 17, dtype=dtype)) for i in range(4)}
+    bad["f3"].values[5] = -2
+    bad["f1"].values[7] = 1500
+    with pytest.raises(ValueError, match="'f1'.*1500 rows.*1500"):
+        pooled.update_chunk(IdChunk(1 << 17, bad))
+    for i, t in enumerate(tables):
+        np.testing.assert_array_equal(pooled.counts(t.name), expected[i])

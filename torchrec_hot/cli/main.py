@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import time
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the objects imports made (torch's, mostly) never die: out of the collector's scans, which
+    # otherwise revisit all of them at every full collection (1.5% of `profile`'s CPU)
+    gc.freeze()
     # TorchRec's planner logs advice meant for its own developers; keep the report readable.
     logging.getLogger("torchrec").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)

@@ -15,6 +15,10 @@ zlib (np.savez_compressed) would take the former to 1.9 MB but made its save 0.4
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from torchrec_hot.profiling.counters import ExactCounter
@@ -37,10 +41,32 @@ def encode_counts(counter: ExactCounter) -> tuple[str, dict[str, np.ndarray]]:
     """("sparse", {"rows", "counts"}) or ("dense", {"counts"}), whichever is smaller."""
     rows, counts = counter.nonzero()
     cdt = count_dtype(int(counts.max()) if counts.size else 0)
-    rdt = ROW_DTYPES[0] if counter.num_rows <= 2**32 else ROW_DTYPES[1]
+    rdt = counter.row_dtype
     if rows.size * (rdt.itemsize + cdt.itemsize) < counter.num_rows * cdt.itemsize:
-        return "sparse", {"rows": rows.astype(rdt), "counts": counts.astype(cdt)}
-    return "dense", {"counts": counter.raw().astype(cdt)}
+        return "sparse", {"rows": rows, "counts": _narrowed(counts, cdt)}
+    return "dense", {"counts": _narrowed(counter.raw(), cdt)}
+
+
+def _narrowed(counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Non-negative `counts` as `dtype`: int32 -> uint32 is a view (same bits), else a cast."""
+    if counts.dtype == np.int32 and dtype == np.uint32:
+        return counts.view(np.uint32)
+    return counts.astype(dtype, copy=False)
+
+
+def encode_all(
+    counters: Sequence[ExactCounter], threads: int | None = None
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """`encode_counts` of each counter, in order, computed on `threads` threads (default
+    min(2, CPUs); numpy's nonzero, gathers and casts release the GIL), largest tables first so
+    the threads finish together (Criteo Terabyte's 178M rows: 1.0 s on one thread)."""
+    threads = threads or min(2, os.cpu_count() or 1)
+    if threads <= 1 or len(counters) < 2:
+        return [encode_counts(c) for c in counters]
+    order = sorted(range(len(counters)), key=lambda i: -counters[i].num_rows)
+    with ThreadPoolExecutor(threads, thread_name_prefix="torchrec-hot-encode") as pool:
+        done = dict(zip(order, pool.map(encode_counts, [counters[i] for i in order]), strict=True))
+    return [done[i] for i in range(len(counters))]
 
 
 def decode_counts(

@@ -3,8 +3,9 @@
 `ExactCounter` keeps one counter per row. Counts live in a torch int32 tensor while the table has
 seen fewer than 2**31 lookups (no row can overflow then) and move to int64 past that; a batch of
 ids is counted with `torch.bincount` when the table is small next to the batch and with
-`index_add_` otherwise (both measured fastest of np.bincount / np.add.at / index_add_ /
-torch.bincount on this machine, see docs/BENCHMARKS.md).
+`scatter_add_` of ones otherwise (fastest of np.bincount / np.add.at / index_add_ / put_ /
+scatter_add_ / torch.bincount on this machine: scatter_add_ 110-130M ids/s into 11-49M rows,
+index_add_ 68-84M, see docs/BENCHMARKS.md).
 
 `HeavyHitterSketch` is the Misra-Gries frequent-items summary (the algorithm behind Apache
 DataSketches' `frequent_items_sketch`), updated a batch at a time with vectorised numpy: the
@@ -25,9 +26,7 @@ per tracked id (int64 id + int64 count).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,6 +37,18 @@ EXACT_BYTES_PER_ROW = 8
 SKETCH_BYTES_PER_COUNTER = 16
 MIN_SKETCH_CAPACITY = 64
 _INT32_LIMIT = 2**31 - 1
+_NONZERO_SLICE = 1 << 20  # rows per slice of `ExactCounter.nonzero` (4 MiB of int32 counts)
+
+
+_ONES: dict[torch.dtype, torch.Tensor] = {}
+
+
+def _ones(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """n ones of `dtype`, contiguous (a view of one shared buffer, grown when too short)."""
+    ones = _ONES.get(dtype)
+    if ones is None or ones.numel() < n:
+        ones = _ONES[dtype] = torch.ones(max(n, 1 << 16), dtype=dtype)
+    return ones[:n]
 
 
 class ExactCounter:
@@ -62,8 +73,7 @@ class ExactCounter:
         if self.num_rows <= max(n // 4, 1024):
             self._counts += torch.bincount(ids, minlength=self.num_rows).to(self._counts.dtype)
         else:
-            ones = torch.ones(1, dtype=self._counts.dtype).expand(n)
-            self._counts.index_add_(0, ids, ones)
+            self._counts.scatter_add_(0, ids.to(torch.int64), _ones(n, self._counts.dtype))
         self.total += n
         self._version += 1
 
@@ -85,14 +95,30 @@ class ExactCounter:
         return self._counts.numpy()
 
     def nonzero(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, counts) of the rows counted at least once: rows int64 ascending, counts as
-        stored (int32 or int64). Kept until the next change, so a summary and a save of the
-        same counts find the rows once (one pass over num_rows, ~0.2 s per 50M rows)."""
+        """(rows, counts) of the rows counted at least once: rows ascending, uint32 (int64 for
+        tables of more than 2^32 rows), counts as stored (int32 or int64). Kept until the next
+        change, so a summary and a save of the same counts find the rows once. Found
+        `_NONZERO_SLICE` rows at a time into arrays of the final size: no int64 row array of
+        every counted row and no second copy to narrow it (those fresh pages were half of a
+        save's time)."""
         if self._nonzero is None or self._nonzero[0] != self._version:
             raw = self.raw()
-            rows = np.flatnonzero(raw)
-            self._nonzero = (self._version, rows, raw[rows])
+            rows = np.empty(int(np.count_nonzero(raw)), dtype=self.row_dtype)
+            counts = np.empty(rows.size, dtype=raw.dtype)
+            at = 0
+            for start in range(0, raw.size, _NONZERO_SLICE):
+                part = raw[start : start + _NONZERO_SLICE]
+                found = np.flatnonzero(part)
+                np.add(found, start, out=rows[at : at + found.size], casting="unsafe")
+                np.take(part, found, out=counts[at : at + found.size])
+                at += found.size
+            self._nonzero = (self._version, rows, counts)
         return self._nonzero[1], self._nonzero[2]
+
+    @property
+    def row_dtype(self) -> np.dtype:
+        """The narrowest dtype of `nonzero`'s rows: uint32 up to 2^32 rows, else int64."""
+        return np.dtype(np.uint32 if self.num_rows <= 2**32 else np.int64)
 
     @property
     def nbytes(self) -> int:
@@ -225,22 +251,6 @@ class HeavyHitterSketch:
 
 
 Counter = ExactCounter | HeavyHitterSketch
-
-
-def find_nonzero(counters: Sequence[Counter], threads: int | None = None) -> None:
-    """Finds the counted rows of every exact counter of `counters` (`ExactCounter.nonzero`,
-    kept until the counter changes) on `threads` threads (default min(2, CPUs); numpy's
-    nonzero releases the GIL), largest tables first."""
-    exact = sorted(
-        (c for c in counters if isinstance(c, ExactCounter)), key=lambda c: -c.num_rows
-    )
-    threads = threads or min(2, os.cpu_count() or 1)
-    if threads <= 1 or len(exact) < 2:
-        for c in exact:
-            c.nonzero()
-        return
-    with ThreadPoolExecutor(threads, thread_name_prefix="torchrec-hot-nonzero") as pool:
-        list(pool.map(ExactCounter.nonzero, exact))
 
 
 def plan_sketch_capacities(

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from torchrec_hot.profiling.count_codec import decode_counts, encode_counts
-from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch, find_nonzero
+from torchrec_hot.profiling.count_codec import decode_counts, encode_all
+from torchrec_hot.profiling.counters import ExactCounter, HeavyHitterSketch
 from torchrec_hot.profiling.profile import DEFAULT_WINDOW, PopularityProfile, Window
 from torchrec_hot.profiling.trace import TraceRun
 from torchrec_hot.tables.spec import TableSpec
@@ -46,9 +46,13 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
     """Writes `profile` to one `.npz` file at `path` (format `FORMAT_VERSION`)."""
     specs = profile.tables
     arrays: dict[str, np.ndarray] = {}
-    find_nonzero(
-        [c for n in profile.windows for c in profile.window_data(n).counters.values()]
-    )
+    exact = [
+        c
+        for n in profile.windows
+        for c in profile.window_data(n).counters.values()
+        if isinstance(c, ExactCounter)
+    ]
+    encoded = dict(zip(map(id, exact), encode_all(exact), strict=True))
     windows = []
     for j, name in enumerate(profile.windows):
         w = profile.window_data(name)
@@ -56,7 +60,7 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
         for i, t in enumerate(specs):
             counter = w.counters[t.name]
             if isinstance(counter, ExactCounter):
-                layout, parts = encode_counts(counter)
+                layout, parts = encoded[id(counter)]
                 for part, a in parts.items():
                     arrays[f"w{j}_{part}_{i}"] = a
                 layouts.append(layout)

@@ -32,10 +32,11 @@ from torch import nn
 
 from torchrec_hot.data.chunk import (
     IdChunk,
+    check_feature_ids,
+    check_known_features,
     chunk_of_batch,
     sample_chunk,
     sum_squares,
-    validate_chunk,
 )
 from torchrec_hot.profiling.counters import (
     Counter,
@@ -240,7 +241,7 @@ class PopularityProfile:
         if self._ignored & chunk.features.keys():
             kept = {k: f for k, f in chunk.features.items() if k not in self._ignored}
             chunk = IdChunk(chunk.num_samples, kept)
-        validate_chunk(chunk, self._feature_to_table, self._tables)
+        self._check(chunk)
         w = self.window(window)
         self.trace.record(w.name, chunk, self._feature_to_table, batch_size)
         seen = chunk.num_samples
@@ -256,22 +257,42 @@ class PopularityProfile:
         w.sampled_samples += chunk.num_samples
         w.num_batches += 1 if batch_size is None else max(1, -(-seen // batch_size))
 
+    def _check(self, chunk: IdChunk) -> None:
+        """Every feature known and every id in range, before anything is counted (a bad chunk
+        changes nothing); the features are checked on the pool, the first bad one in the
+        chunk's order is raised."""
+        check_known_features(chunk, self._feature_to_table)
+        table_of = self._feature_to_table
+        jobs = {
+            k: (lambda k=k, f=f: check_feature_ids(k, f, self._tables[table_of[k]]))
+            for k, f in chunk.features.items()
+        }
+        self._run(jobs, {k: f.values.numel() for k, f in chunk.features.items()})
+
     def _count(self, w: Window, per_table: dict[str, list[torch.Tensor]]) -> None:
         def count(table: str) -> None:
             for ids in per_table[table]:
                 w.counters[table].add(ids)
 
-        total = sum(int(v.numel()) for vs in per_table.values() for v in vs)
-        if self._threads <= 1 or total < _PARALLEL_MIN_IDS or len(per_table) < 2:
-            for table in per_table:
-                count(table)
+        # largest tables first, so the pool's threads finish together
+        order = sorted(per_table, key=lambda t: -self._tables[t].num_embeddings)
+        jobs = {t: (lambda t=t: count(t)) for t in order}
+        self._run(jobs, {t: sum(v.numel() for v in per_table[t]) for t in order})
+
+    def _run(self, jobs: dict[str, Any], sizes: dict[str, int]) -> None:
+        """Runs `jobs` (key -> callable, in order) on the pool when they are worth it (ids in
+        `sizes`), else on this thread; waits for all, then raises the first job's error."""
+        if self._threads <= 1 or sum(sizes.values()) < _PARALLEL_MIN_IDS or len(jobs) < 2:
+            for job in jobs.values():
+                job()
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="torchrec-hot")
-        # largest tables first, so the pool's threads finish together
-        order = sorted(per_table, key=lambda t: -self._tables[t].num_embeddings)
-        for future in [self._pool.submit(count, t) for t in order]:
-            future.result()
+        futures = [self._pool.submit(job) for job in jobs.values()]
+        errors = [f.exception() for f in futures]
+        for e in errors:
+            if e is not None:
+                raise e
 
     # ---- queries ------------------------------------------------------------------------
     @property
