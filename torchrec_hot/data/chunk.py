@@ -8,8 +8,9 @@ feature of a chunk before it counts any of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -159,13 +160,25 @@ def check_feature_ids(feature: str, ids: FeatureIds, table: TableSpec) -> None:
 
 
 def validate_chunk(
-    chunk: IdChunk, feature_to_table: Mapping[str, str], tables: Mapping[str, TableSpec]
+    chunk: IdChunk,
+    feature_to_table: Mapping[str, str],
+    tables: Mapping[str, TableSpec],
+    run: Callable[[dict[str, Callable[[], None]], dict[str, int]], None] | None = None,
 ) -> None:
     """Raises `ValueError` for a feature of no table, or an id outside its table's rows
-    (naming the feature, the table, its rows and the id)."""
+    (naming the feature, the table, its rows and the id). `run(jobs, sizes)`, if given, runs
+    the per-feature checks (name -> callable, ids per feature), e.g. on threads, and must raise
+    the first failing one in the chunk's order; default: one after the other."""
     check_known_features(chunk, feature_to_table)
-    for key, f in chunk.features.items():
-        check_feature_ids(key, f, tables[feature_to_table[key]])
+    jobs = {
+        k: partial(check_feature_ids, k, f, tables[feature_to_table[k]])
+        for k, f in chunk.features.items()
+    }
+    if run is None:
+        for job in jobs.values():
+            job()
+    else:
+        run(jobs, {k: int(f.values.numel()) for k, f in chunk.features.items()})
 
 
 def sample_chunk(chunk: IdChunk, rate: float, rng: np.random.Generator) -> IdChunk:

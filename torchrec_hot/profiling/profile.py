@@ -20,10 +20,9 @@ any of it is counted, so a bad chunk raises `ValueError` and changes nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,11 +31,10 @@ from torch import nn
 
 from torchrec_hot.data.chunk import (
     IdChunk,
-    check_feature_ids,
-    check_known_features,
     chunk_of_batch,
     sample_chunk,
     sum_squares,
+    validate_chunk,
 )
 from torchrec_hot.profiling.counters import (
     Counter,
@@ -51,6 +49,7 @@ from torchrec_hot.profiling.stats import (
     sampled_hot_share,
     sketch_hot_share,
 )
+from torchrec_hot.profiling.table_pool import TablePool
 from torchrec_hot.profiling.trace import IdTrace
 from torchrec_hot.tables.spec import TableSpec, as_specs, table_differences
 
@@ -59,7 +58,6 @@ if TYPE_CHECKING:  # TorchRec is imported where used: the `profile` command neve
 
 DEFAULT_WINDOW = "default"
 DEFAULT_TRACE_IDS = 1 << 21
-_PARALLEL_MIN_IDS = 1 << 18  # below this many ids a chunk is counted on the calling thread
 
 WindowSelector = str | Sequence[str] | None
 
@@ -143,8 +141,7 @@ class PopularityProfile:
         self._windows: dict[str, Window] = {}
         self._current: str | None = None
         self.trace = IdTrace(names, trace_max_ids, trace_run_batches, [self.seed, self.rank, 2])
-        self._threads = threads or min(2, os.cpu_count() or 1)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = TablePool(threads)
 
     @classmethod
     def for_model(cls, model: nn.Module, **kwargs: Any) -> PopularityProfile:
@@ -241,7 +238,7 @@ class PopularityProfile:
         if self._ignored & chunk.features.keys():
             kept = {k: f for k, f in chunk.features.items() if k not in self._ignored}
             chunk = IdChunk(chunk.num_samples, kept)
-        self._check(chunk)
+        validate_chunk(chunk, self._feature_to_table, self._tables, self._pool.run)
         w = self.window(window)
         self.trace.record(w.name, chunk, self._feature_to_table, batch_size)
         seen = chunk.num_samples
@@ -257,42 +254,11 @@ class PopularityProfile:
         w.sampled_samples += chunk.num_samples
         w.num_batches += 1 if batch_size is None else max(1, -(-seen // batch_size))
 
-    def _check(self, chunk: IdChunk) -> None:
-        """Every feature known and every id in range, before anything is counted (a bad chunk
-        changes nothing); the features are checked on the pool, the first bad one in the
-        chunk's order is raised."""
-        check_known_features(chunk, self._feature_to_table)
-        table_of = self._feature_to_table
-        jobs = {
-            k: (lambda k=k, f=f: check_feature_ids(k, f, self._tables[table_of[k]]))
-            for k, f in chunk.features.items()
-        }
-        self._run(jobs, {k: f.values.numel() for k, f in chunk.features.items()})
-
     def _count(self, w: Window, per_table: dict[str, list[torch.Tensor]]) -> None:
-        def count(table: str) -> None:
-            for ids in per_table[table]:
-                w.counters[table].add(ids)
-
         # largest tables first, so the pool's threads finish together
         order = sorted(per_table, key=lambda t: -self._tables[t].num_embeddings)
-        jobs = {t: (lambda t=t: count(t)) for t in order}
-        self._run(jobs, {t: sum(v.numel() for v in per_table[t]) for t in order})
-
-    def _run(self, jobs: dict[str, Any], sizes: dict[str, int]) -> None:
-        """Runs `jobs` (key -> callable, in order) on the pool when they are worth it (ids in
-        `sizes`), else on this thread; waits for all, then raises the first job's error."""
-        if self._threads <= 1 or sum(sizes.values()) < _PARALLEL_MIN_IDS or len(jobs) < 2:
-            for job in jobs.values():
-                job()
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="torchrec-hot")
-        futures = [self._pool.submit(job) for job in jobs.values()]
-        errors = [f.exception() for f in futures]
-        for e in errors:
-            if e is not None:
-                raise e
+        jobs = {t: partial(_add_all, w.counters[t], per_table[t]) for t in order}
+        self._pool.run(jobs, {t: sum(v.numel() for v in per_table[t]) for t in order})
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -418,3 +384,8 @@ class PopularityProfile:
     def nbytes(self) -> int:
         """Bytes held by the counters of all windows (sketches at capacity)."""
         return sum(c.nbytes for w in self._windows.values() for c in w.counters.values())
+
+
+def _add_all(counter: Counter, batches: list[torch.Tensor]) -> None:
+    for ids in batches:
+        counter.add(ids)
