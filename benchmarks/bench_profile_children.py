@@ -6,6 +6,7 @@ process's peak RSS (bytes) and prints the dict as one JSON line for the parent t
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -126,6 +127,8 @@ def _phases(path: str, out: str) -> dict:
     """The `profile` command's steps, each timed, in this fresh process (`--child phases`);
     imports: from the process's start (interpreter, numpy, this script) to the command's
     imports done."""
+    import torch
+
     import torchrec_hot.cli.main  # noqa: F401  (what the command imports)
     from torchrec_hot import PopularityProfile, TableSpec, save_profile
     from torchrec_hot.data.readers import open_source
@@ -134,6 +137,8 @@ def _phases(path: str, out: str) -> dict:
 
     imported = time.perf_counter()
     start = imported - _process_age()
+    gc.freeze()  # as the command does (cli.main, cli.profiling.run_profile)
+    torch.set_num_threads(1)
     tables = [TableSpec(f"t_cat_{i}", n, 128, (f"cat_{i}",))
               for i, n in enumerate(WORKLOADS["criteo-terabyte"])]
     profile = PopularityProfile(tables)

@@ -138,15 +138,33 @@ NOTES = """
   does not grow with the file: three chunks of 26 MiB plus the counters.
 * Counting: int32 counters (promoted to int64 for a table only once it has seen 2^31 lookups, so
   no row can overflow), `torch.bincount` for tables smaller than a quarter of the chunk and
-  `Tensor.index_add_` with int32 indices into int32 counts for the others, the 26 tables shared
-  between two threads (torch releases the GIL). Measured on this machine, 2^20 x 26 Zipf ids per
-  call, one thread: `index_add_` int64 87 M ids/s, int32 137 M ids/s; `np.add.at` int64
-  136 M ids/s, int32 6 M ids/s (a casting slow path); `np.bincount(minlength=N)` 35 M ids/s (it
-  allocates N counters per call: hopeless for the 45M-row tables); `torch.bincount` on the small
-  tables only 515 M ids/s.
+  `Tensor.scatter_add_` of ones (int64 indices) for the others, the 26 tables shared between
+  two threads (torch releases the GIL), the range checks too. Measured on this machine, 40
+  chunks of 2^18 Zipf ids per table, one thread: into the 11-49M-row tables `scatter_add_`
+  110-131 M ids/s (the int64 cast included) against `index_add_` 68-84 M ids/s (what this
+  used before; `put_(accumulate=True)` 45, `np.add.at` 8-11); into the small tables
+  `bincount` and `index_add_` both 600-800 M ids/s. Huge pages for the counters
+  (`MADV_HUGEPAGE`) gave `index_add_` +15% alone but cost as much in page faults: not used.
+  The transposed chunk is checked and counted in place; checking ids while transposing, or
+  counting straight from the row-major mapping, were measured no faster (strided indices make
+  `index_add_` 2x slower).
 * The counts the planner reads (`counts(table)`) are int64 copies.
 
 ### Where the CLI's time went, and what changed
+
+Second round (this table's 'before' is commit 46080e0, 'after' the commit that changed
+`counters.py` to `scatter_add_`): counting moved from `index_add_` to `scatter_add_` (above);
+the `profile` command sets torch's intra-op threads to 1 (the profile already counts tables on
+its own two threads; torch's OpenMP team inside each of them oversubscribed the cores: 1.1 s of
+CPU, 0.6 s of wall time), freezes the objects its imports made out of the garbage collector's
+scans (1.5% of the CPU went to full collections revisiting torch's objects), and checks a
+chunk's ids on the same two threads; the save finds each table's counted rows a slice at a time
+into arrays of their final size and dtype (uint32 rows; int32 counts that need uint32 are a
+view, not a copy: before, an int64 array of all counted rows and two narrowing copies, whose
+fresh pages the kernel had to zero: about half of the save) and encodes the tables on two
+threads. The file is the same bit for bit.
+
+First round:
 
 Before, the command spent as long around the counting as in it: its imports pulled in TorchRec
 (torchrec.distributed, fbgemm_gpu, tensordict, torch._dynamo: about 2.5 s of CPU, more than
