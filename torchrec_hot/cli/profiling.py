@@ -209,8 +209,9 @@ def run_profile(args: argparse.Namespace) -> int:
         all_reduce_profile(profile)
     seconds = time.perf_counter() - start
     if rank == 0:
+        summary = profile_summary(profile)  # finds the tables' counted rows; the save reuses them
         save_profile(profile, args.out)
-        print(format_summary(profile_summary(profile), profile))
+        print(format_summary(summary, profile))
         rows = sum(t.num_embeddings for t in tables)
         print(
             f"profiled {profile.num_batches} batches, {profile.num_samples:,} samples, "

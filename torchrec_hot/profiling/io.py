@@ -115,8 +115,21 @@ def save_profile(profile: PopularityProfile, path: str | Path) -> None:
             ],
         },
     }
-    with open(path, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    write_npz(path, {"meta": np.array(json.dumps(meta)), **arrays})
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez`'s file (an uncompressed zip64 member `NAME.npy` per array, `np.load` reads
+    it), each array's bytes written from its own memory: `np.savez` copies every byte twice on
+    the way (nditer's buffer, then `tobytes`), a third of a 175 MB profile's save."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, array in arrays.items():
+            a = array if array.flags.c_contiguous else array.copy(order="C")
+            with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(
+                    member, np.lib.format.header_data_from_array_1_0(a)
+                )
+                member.write(a.reshape(-1).view(np.uint8).data)
 
 
 def load_profile(path: str | Path) -> PopularityProfile:

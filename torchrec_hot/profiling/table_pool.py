@@ -36,3 +36,15 @@ class TablePool:
         for error in [f.exception() for f in futures]:
             if error is not None:
                 raise error
+
+    def close(self) -> None:
+        """Stops the threads (a later `run` starts them again)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def __enter__(self) -> TablePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
