@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 from torchrec_hot.data.chunk import FeatureIds, IdChunk
 
-DEFAULT_CHUNK_SAMPLES = 1 << 18
+DEFAULT_CHUNK_SAMPLES = 1 << 19
 _BLOCK = 2048  # rows per transpose block (26 int32 columns: 208 KiB, in L2; measured faster
 # than 8192 or 32768 rows, and than torch's transpose copy)
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page in one call
