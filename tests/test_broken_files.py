@@ -173,20 +173,36 @@ def _checkpoint_worker(rank: int, world: int, root: str, seed: int) -> list[tupl
                                    plan=sharding, device=torch.device("cpu"))
     good = save_checkpoint(dmp, Path(root) / "good", 1)
     rng = np.random.default_rng(seed)
-    damages = [(f.name, cut) for f in sorted(good.iterdir())
-               for cut in (0, int(rng.integers(1, 64)), None)]
+    names = sorted(f.name for f in good.iterdir())
+    assert ".checksums_0.json" in names and ".checksums_1.json" in names, names
+    damages: list[tuple[str, object]] = [
+        (n, cut) for n in names for cut in (0, int(rng.integers(1, 64)), None, "flip")
+    ]
+    damages += [(".checksums_1.json", "delete")]
     damages += [("LATEST", b"\xff\xfe"), ("LATEST", b""), ("LATEST", b"../elsewhere")]
     if rank == 0:
         for i, (name, cut) in enumerate(damages):
             copy = Path(root) / f"copy{i}"
             shutil.copytree(good.parent, copy)
             target = copy / name if name == "LATEST" else copy / good.name / name
-            data = target.read_bytes()
-            if isinstance(cut, bytes):
+            data = bytearray(target.read_bytes())
+            if cut == "delete":
+                target.unlink()
+            elif cut == "flip":  # one byte anywhere: header, tensor data, a checksum
+                data[int(rng.integers(len(data)))] ^= int(rng.integers(1, 256))
+                target.write_bytes(data)
+            elif isinstance(cut, bytes):
                 target.write_bytes(cut)
             else:
-                target.write_bytes(data[: int(rng.integers(64, len(data))) if cut is None else cut])
+                low = min(64, len(data) - 1)  # a drawn point past the first 64 bytes
+                end = int(rng.integers(low, len(data))) if cut is None else min(cut, low)
+                target.write_bytes(data[:end])
+        legacy = Path(root) / "legacy"  # as saved before checksums: loads, unchecked
+        shutil.copytree(good.parent, legacy)
+        for record in (legacy / good.name).glob(".checksums_*.json"):
+            record.unlink()
     torch.distributed.barrier()
+    load_checkpoint(dmp, Path(root) / "legacy")
     results = []
     for i, (name, cut) in enumerate(damages):
         copy = Path(root) / f"copy{i}"
@@ -201,17 +217,24 @@ def _checkpoint_worker(rank: int, world: int, root: str, seed: int) -> list[tupl
 
 @pytest.mark.multiprocess
 def test_damaged_checkpoints_are_checkpoint_errors_naming_the_file(tmp_path):
-    """DCP's files (.metadata, each rank's .distcp) cut anywhere and a garbled LATEST: every
-    load raises CheckpointError naming the checkpoint (DCP has no checksums: bytes flipped
-    inside tensor data are not detected, and are not tried here)."""
+    """Every file of a checkpoint (.metadata, each rank's .distcp, each rank's checksums) cut
+    anywhere or with one byte flipped anywhere (tensor data included: caught by the checksums
+    the save recorded), a checksum record deleted, and a garbled LATEST: every load raises
+    CheckpointError naming the checkpoint, on both ranks."""
     from tests.dist_utils import run_on_ranks
 
     seed = int(np.random.default_rng().integers(2**31))
     print("seed", seed)
     for results in run_on_ranks(_checkpoint_worker, 2, str(tmp_path), seed, timeout_s=60):
-        assert len(results) >= 12
+        assert len(results) >= 24
         print("\n".join(f"{w}: {k}: {m[:150]}" for w, k, m in results))
         for what, kind, message in results:
             assert kind == "CheckpointError", (what, kind, message)
             assert "copy" in message and ("step_" in message or "LATEST" in message), (what,
                                                                                        message)
+            name = what.split(" cut to ")[0]
+            if name.endswith(".distcp") or name == ".metadata":  # the damaged file is named
+                assert f"/{name} " in message, (what, message)
+            elif name.startswith(".checksums_"):  # the record, or a file it no longer matches
+                assert any(f in message for f in (".checksums_", ".distcp", ".metadata")), (
+                    what, message)

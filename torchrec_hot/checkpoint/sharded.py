@@ -11,6 +11,9 @@ blocks with `rows.to_row_blocks` and back with `rows.from_row_blocks`; no rank e
 whole table. DCP reshards the row blocks when the world size changes, so a checkpoint taken under
 one plan, world size or stock TorchRec loads under another.
 
+Checked: each rank records the CRC-32 of the files it wrote (`checksums`), and a load checks
+them first, so a file damaged after the save is a `CheckpointError` naming it, not wrong weights.
+
 Atomic: a save writes `<dir>/.step_<n>.tmp`, and only after every rank has written its part does
 rank 0 fsync and rename it to `<dir>/step_<n>` and point `<dir>/LATEST` at it (`files.publish`).
 A save that dies part-way leaves LATEST on the previous complete checkpoint; the next save removes
@@ -37,7 +40,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.stateful import Stateful
 from torch.optim.lr_scheduler import LRScheduler
 
-from torchrec_hot.checkpoint import files
+from torchrec_hot.checkpoint import checksums, files
 from torchrec_hot.checkpoint.training_state import (
     TrainingProgress,
     apply_training_entries,
@@ -132,6 +135,8 @@ def save_checkpoint(
         flat["meta/data_position"] = _scalar(step if data_position is None else data_position)
         flat["meta/world_size"] = _scalar(dist.get_world_size())
         dcp.save(flat, checkpoint_id=str(tmp))
+        phase = "recording its files' checksums"
+        checksums.record(tmp, rank)
         phase = "waiting for every rank's shards"
         dist.barrier()
         phase = "waiting for rank 0 to publish"
@@ -208,6 +213,7 @@ def load_checkpoint(
     if not (path / ".metadata").exists():
         raise CheckpointError(f"{path} is not a complete checkpoint (no .metadata)")
     rank = dist.get_rank()
+    _check_files(path, rank)
     optimizers, lr_schedulers, extra = optimizers or {}, lr_schedulers or {}, extra or {}
     try:
         keys = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
@@ -244,6 +250,22 @@ def load_checkpoint(
     return TrainingProgress(step=step, data_position=position,
                             saved_world_size=int(flat.get("meta/world_size", -1)),
                             rng_restored=restored)
+
+
+def _check_files(path: Path, rank: int) -> None:
+    """Every rank checks its share of the checkpoint's files against the save's checksums
+    (`checksums.problems`), then all compare notes: a damaged file is the same
+    `CheckpointError`, naming it, on every rank (none is left waiting in DCP's load)."""
+    world = dist.get_world_size()
+    notes: list[list[str] | None] = [None] * world
+    try:
+        dist.all_gather_object(notes, checksums.problems(path, rank, world))
+    except RuntimeError as e:
+        raise CheckpointError(f"rank {rank}: checking checkpoint {path} failed: a peer died? "
+                              f"({e})") from e
+    found = [n for part in notes for n in part or []]
+    if found:
+        raise CheckpointError(f"checkpoint {path} is damaged: " + "; ".join(found))
 
 
 def _scatter_model(model: nn.Module, flat: dict, tables: list, kinds: dict) -> None:
