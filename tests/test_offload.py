@@ -3,6 +3,7 @@ EmbeddingOffloadScaleupProposer) planned on a small CUDA topology, beside TorchR
 unbudgeted proposer, and carried through HotPlanner, its summary and its file."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 from torchrec.distributed.types import CacheAlgorithm
@@ -82,3 +83,27 @@ def test_hot_planner_models_tuned_stock_and_keeps_it_in_the_plan_file(inputs, tm
     cpu = HotPlanner(make_topology(WORLD, "cpu"), int(0.05 * total / WORLD), batch_size=BATCH,
                      optimizer_class=RowWiseAdagrad).plan(tables, profile)
     assert cpu.tuned_stock is None and cpu.stock is not None
+
+
+def test_tuned_stock_is_held_to_the_row_budget_on_every_rank(inputs, monkeypatch):
+    """TorchRec's partitioner may pack the caches unevenly: a plan whose rows fit world x budget
+    in total but not on one rank is redone with a lower scale-up cap (what TorchRec returns is
+    faked here: an uneven plan, then an even one)."""
+    from torchrec_hot.planner import offload
+
+    tables, profile, _, bpr, total = inputs
+    budget = int(0.05 * total / WORLD)
+    caps, fake_ranks = [], [(1.5 * budget, 0.2 * budget), (0.9 * budget, 0.6 * budget)]
+
+    def planned(*args):
+        caps.append(args[-1][0].row_budget_bytes)  # the BudgetedScaleupProposer's cap
+        return SimpleNamespace(sharding_plan=object(), hbm_bytes_per_rank=fake_ranks[len(caps) - 1])
+
+    monkeypatch.setattr(offload, "compare_with_stock", planned)
+    counts = {t.name: profile.counts(t.name) for t in tables}
+    result = compare_with_tuned_stock({"": tables}, counts, bpr, make_topology(WORLD, "cuda"),
+                                      BATCH, 0.15, RowWiseAdagrad,
+                                      CacheStatisticsOf(profile, WORLD * BATCH), row_budget=budget)
+    assert len(caps) == 2 and caps[0] == WORLD * budget  # 1.7 x budget in all: under the cap
+    assert caps[1] == int(WORLD * budget / 1.5 * 0.98)  # lowered by the fullest rank's excess
+    assert max(result.hbm_bytes_per_rank) <= budget

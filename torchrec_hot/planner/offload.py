@@ -14,7 +14,9 @@ charges (I/O buffers, reservation), which on the topology our plans get (row bud
 allowance) is more than the row budget. `BudgetedScaleupProposer` is TorchRec's proposer with
 one change: the HBM its search may add to the starting plan is also capped by what is left of
 `world x row budget` after the rows the starting plan already keeps in HBM (weights + state;
-a cache's rows by its load factor); a proposal over it is replaced by the starting plan.
+a cache's rows by its load factor); a proposal over it is replaced by the starting plan; and
+a plan that still puts more than the row budget on one rank is redone with a lower cap
+(`compare_with_tuned_stock`), so tuned stock is held to our budget on every rank.
 Everything else (starting plan, search, promotion of full caches to `fused`, TorchRec's perf
 model as the score) is TorchRec's.
 """
@@ -135,9 +137,11 @@ def compare_with_tuned_stock(
             computed from the same input our strategy choice sees).
         row_budget: HBM bytes per rank for rows (weights + state) its scale-up may fill
             (`BudgetedScaleupProposer`, all ranks together); None: TorchRec's own proposer,
-            bounded by the topology only. A guard (never triggered in bench_planner): should
-            a plan still keep more rows than that (`hbm_bytes_per_rank`), the cap is lowered
-            by the excess and the plan redone, at most `rounds` plans (the last returned).
+            bounded by the topology only. The proposer's cap is on all ranks' rows together;
+            should a plan still keep more than `row_budget` on any rank (`hbm_bytes_per_rank`:
+            the partitioner may pack caches unevenly, or promotions overshoot), the cap is
+            lowered by that rank's excess and the plan redone, at most `rounds` plans (the
+            last returned), so tuned stock is held to ours: the budget on every rank.
     Raises:
         ValueError: on a CPU topology (no caching kernel).
     """
@@ -157,8 +161,8 @@ def compare_with_tuned_stock(
             modules, counts, bytes_per_row, topology, batch_size, reservation_percentage,
             optimizer_class, weighted, constraints, [proposer],
         )  # fmt: skip
-        rows = sum(result.hbm_bytes_per_rank)
-        if cap is None or result.sharding_plan is None or rows <= row_budget * world:
+        fullest = max(result.hbm_bytes_per_rank, default=0)
+        if cap is None or result.sharding_plan is None or fullest <= row_budget:
             break
-        cap = int(cap * row_budget * world / rows * 0.98)  # promotions overshot: cap lower
+        cap = int(cap * row_budget / fullest * 0.98)  # a rank got too many rows: cap lower
     return result
