@@ -27,10 +27,11 @@ def tuned_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "### Tuned stock: TorchRec's embedding offloading",
         "",
-        "Every table `fused_uvm_caching` (table-wise) with `CacheParams(algorithm=LRU, "
+        "Every table `fused_uvm_caching` (row-wise or table-wise, as TorchRec's perf model "
+        "picks) with `CacheParams(algorithm=LRU, "
         "stats=ProfileCacheStatistics, prefetch_pipeline=True)`, starting at load factor "
         "0.001, planned by TorchRec's `EmbeddingOffloadScaleupProposer` with its scale-up "
-        "capped at the same row budget (all ranks together; `planner/offload.py`). Its modeled "
+        "capped at the same row budget, on every rank as ours (`planner/offload.py`). Its modeled "
         "time: its chosen caches simulated (LRU look-forward, FBGEMM's set-associative cache, "
         "load factor x rows) on the same hold-out as ours, under the same cost model, cache "
         "machinery included. HBM: weights + state kept in HBM, all ranks (caches by load "
