@@ -49,8 +49,8 @@ def offloading_constraints(
 ) -> dict[str, ParameterConstraints]:
     """TorchRec embedding offloading's constraints: every table row-wise or table-wise, as
     TorchRec's own perf model picks (row-wise spreads a large table's cache over every rank:
-    table-wise only, the per-rank row budget left most ranks' HBM unused, e.g. 12-50% of it on
-    the lightest rank at Kaggle x 0.05, and the plan 15% slower at 20% of the bytes in HBM),
+    table-wise only, under the per-rank row budget the lightest rank used 12-50% of its budget
+    at Kaggle x 0.05, and the plan was 15% slower at 20% of the bytes in HBM),
     `fused_uvm_caching`, LRU, `stats(table name)` as its `CacheStatistics`, prefetch pipeline
     on, starting from `START_LOAD_FACTOR`."""
     return {
