@@ -8,9 +8,13 @@ chunks stay on the calling thread (handing them over costs more than it saves).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
 
+T = TypeVar("T")
+R = TypeVar("R")
 PARALLEL_MIN_IDS = 1 << 18  # below this many ids in all a chunk's jobs run on the calling thread
 
 
@@ -36,6 +40,18 @@ class TablePool:
         for error in [f.exception() for f in futures]:
             if error is not None:
                 raise error
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], sizes: Sequence[int]) -> list[R]:
+        """`[fn(item) for item in items]`, computed by `run` largest `sizes` first (the
+        threads finish together); errors as `run` raises them."""
+        results: list[R] = [None] * len(items)  # type: ignore[list-item]
+
+        def one(i: int) -> None:
+            results[i] = fn(items[i])
+
+        order = sorted(range(len(items)), key=lambda i: -sizes[i])
+        self.run({str(i): partial(one, i) for i in order}, {str(i): sizes[i] for i in order})
+        return results
 
     def close(self) -> None:
         """Stops the threads (a later `run` starts them again)."""
