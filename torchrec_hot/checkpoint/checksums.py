@@ -12,9 +12,10 @@ unchecked. Nothing here is collective; `sharded.py` makes every rank raise the s
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
+
+from torchrec_hot.checkpoint import files
 
 _READ_BYTES = 8 << 20  # bytes per read while checksumming
 PREFIX = ".checksums_"
@@ -37,10 +38,8 @@ def record(step_dir: Path, rank: int) -> Path:
     sums = {n: {"crc32": file_crc32(step_dir / n), "bytes": (step_dir / n).stat().st_size}
             for n in names}
     path = step_dir / f"{PREFIX}{rank}.json"
-    with open(path, "w") as f:
-        json.dump(sums, f, separators=(",", ":"))  # no whitespace: any flipped byte shows
-        f.flush()
-        os.fsync(f.fileno())
+    # compact: without whitespace any flipped byte changes a value or breaks the syntax
+    files.write_synced(path, json.dumps(sums, separators=(",", ":")))
     return path
 
 

@@ -23,15 +23,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_synced(path: Path, text: str) -> None:
+    """Writes `text` to the file `path` and fsyncs it (its directory entry is the caller's)."""
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def publish(root: Path, name: str) -> None:
     """Points `root/LATEST` at `name`: written to LATEST.tmp, fsynced, renamed into place, and
     the directory fsynced, so a crash or power loss leaves the old or the new pointer."""
-    latest = root / "LATEST.tmp"
-    with open(latest, "w") as f:
-        f.write(name)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(latest, root / "LATEST")
+    write_synced(root / "LATEST.tmp", name)
+    os.replace(root / "LATEST.tmp", root / "LATEST")
     fsync_dir(root)
 
 
